@@ -1,0 +1,1 @@
+"""Preprocessing: the Beam job that turns raw corpora into tokenized TFRecord shards."""

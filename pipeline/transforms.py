@@ -1,0 +1,313 @@
+"""The preprocessing job's PTransforms, one per concept, in the order the job applies them.
+
+Every record that enters leaves through exactly one door: written to a shard, dropped
+(with a reason, tagged ``DROPPED``), or rejected as malformed (tagged ``REJECTED``, kept
+in the dead-letter file). ``CountOutcomes`` turns those doors into the counts that
+``metadata.json`` reconciles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from pipeline import features, shards, sources, text, tokenizer
+
+DROPPED = "dropped"
+REJECTED = "rejected"
+DROP_REASONS = ("empty", "duplicate", "too_long", "length_ratio")
+NAMESPACE = "preprocess"
+
+
+def _drop(reason: str) -> beam.pvalue.TaggedOutput:
+    Metrics.counter(NAMESPACE, f"dropped_{reason}").inc()
+    return beam.pvalue.TaggedOutput(DROPPED, reason)
+
+
+class ReadSourceFn(beam.DoFn):
+    """SourceSpec -> RawRecord (main) | Reject (tagged REJECTED)."""
+
+    def process(self, spec: sources.SourceSpec):
+        for item in sources.read_source(spec):
+            if isinstance(item, sources.Reject):
+                Metrics.counter(NAMESPACE, f"rejected_{item.reason}").inc()
+                yield beam.pvalue.TaggedOutput(REJECTED, item)
+            else:
+                yield item
+
+
+class ReadSources(beam.PTransform):
+    """Reads every source; a Reshuffle spreads the records for the stages after it."""
+
+    def expand(self, specs):
+        outputs = specs | "Read" >> beam.ParDo(ReadSourceFn()).with_outputs(
+            REJECTED, main="records"
+        )
+        records = outputs.records | "Spread" >> beam.Reshuffle()
+        return records, outputs[REJECTED]
+
+
+class NormalizeText(beam.PTransform):
+    def __init__(self, *, lowercase: bool):
+        super().__init__()
+        self.lowercase = lowercase
+
+    def expand(self, records):
+        lowercase = self.lowercase
+        return records | beam.Map(
+            lambda r: dataclasses.replace(
+                r, fields=tuple(text.normalize(f, lowercase=lowercase) for f in r.fields)
+            )
+        )
+
+
+class DropEmptyFn(beam.DoFn):
+    def process(self, record: sources.RawRecord):
+        if all(record.fields):
+            yield record
+        else:
+            yield _drop("empty")
+
+
+def split_key(record: sources.RawRecord) -> str:
+    """What decides the split: the source sentence (all its translations go together) or the review."""
+    return text.content_hash(record.fields[0])
+
+
+class AssignSplit(beam.PTransform):
+    """Keeps given splits; carves validation/test out of the rest by a content hash."""
+
+    def __init__(self, *, validation_fraction: float, test_fraction: float):
+        super().__init__()
+        self.validation_fraction = validation_fraction
+        self.test_fraction = test_fraction
+
+    def expand(self, records):
+        validation, test = self.validation_fraction, self.test_fraction
+
+        def assign(record: sources.RawRecord) -> sources.RawRecord:
+            if record.split:
+                return record
+            coin = text.hash_fraction(split_key(record))
+            if coin < validation:
+                split = features.VALIDATION
+            elif coin < validation + test:
+                split = features.TEST
+            else:
+                split = features.TRAIN
+            return dataclasses.replace(record, split=split)
+
+        return records | beam.Map(assign)
+
+
+class DropDuplicates(beam.PTransform):
+    """Exact duplicates within a split (same normalized pair / same review text) leave once."""
+
+    def expand(self, records):
+        def key(record):
+            # A review is a duplicate by its text alone, whatever its label says.
+            return (record.split, text.content_hash(*record.fields))
+
+        def keep_first(item):
+            _, group = item
+            group = sorted(group, key=lambda r: r.origin)
+            yield group[0]
+            for _ in group[1:]:
+                yield _drop("duplicate")
+
+        return (
+            records
+            | "KeyByContent" >> beam.Map(lambda r: (key(r), r))
+            | "Group" >> beam.GroupByKey()
+            | "KeepFirst" >> beam.FlatMap(keep_first).with_outputs(DROPPED, main="records")
+        )
+
+
+class CountTrainOverlap(beam.PTransform):
+    """-> ("overlap/<split>", n): validation/test examples whose split key also occurs in train."""
+
+    def expand(self, records):
+        def overlaps(item):
+            _, splits = item
+            splits = set(splits)
+            if features.TRAIN in splits:
+                for split in splits - {features.TRAIN}:
+                    yield f"overlap/{split}"
+
+        return (
+            records
+            | "KeyBySplitKey" >> beam.Map(lambda r: (split_key(r), r.split))
+            | "Group" >> beam.GroupByKey()
+            | "Overlaps" >> beam.FlatMap(overlaps)
+            | "Count" >> beam.combiners.Count.PerElement()
+        )
+
+
+class TrainTokenizer(beam.PTransform):
+    """Train-split texts -> serialized SentencePiece model (a single element).
+
+    The sample is the ``sample_size`` texts with the smallest content hashes: a
+    uniform sample that is the same on every run and runner.
+    """
+
+    def __init__(self, *, vocab_size: int, sample_size: int):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.sample_size = sample_size
+
+    def expand(self, records):
+        vocab_size = self.vocab_size
+        return (
+            records
+            | "TrainOnly" >> beam.Filter(lambda r: r.split == features.TRAIN)
+            | "Texts" >> beam.FlatMap(lambda r: [(text.content_hash(f), f) for f in r.fields])
+            | "Sample" >> beam.combiners.Top.Smallest(self.sample_size)
+            | "Train"
+            >> beam.Map(
+                lambda sample: tokenizer.train([t for _, t in sample], vocab_size=vocab_size)
+            )
+        )
+
+
+class WriteFileFn(beam.DoFn):
+    """bytes -> the same bytes, after writing them atomically to ``path``."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def process(self, data: bytes):
+        shards.write_atomically(self.path, [data])
+        yield data
+
+
+class Encoded(NamedTuple):
+    split: str
+    key: str  # content hash: decides the shard and the order within it
+    example: bytes  # serialized tf.train.Example
+    lengths: tuple[int, ...]  # tokens per side, EOS excluded
+
+
+class EncodeFn(beam.DoFn):
+    """RawRecord + model bytes (side input) -> Encoded | dropped reason."""
+
+    def __init__(self, *, task: str, max_tokens: int, max_length_ratio: float):
+        self.task = task
+        self.max_tokens = max_tokens
+        self.max_length_ratio = max_length_ratio
+        self._tokenizer = None
+
+    def process(self, record: sources.RawRecord, model_bytes: bytes):
+        if self._tokenizer is None or self._tokenizer.model_bytes != model_bytes:
+            self._tokenizer = tokenizer.Tokenizer(model_bytes)
+        ids = self._tokenizer.encode_batch(list(record.fields))
+        lengths = tuple(len(i) - 1 for i in ids)
+        if max(lengths) > self.max_tokens:
+            yield _drop("too_long")
+            return
+        if self.task == features.TRANSLATION:
+            ratio = max(lengths) / max(1, min(lengths))
+            if ratio > self.max_length_ratio:
+                yield _drop("length_ratio")
+                return
+            example = features.serialize_example(self.task, ids[0], targets=ids[1])
+        else:
+            example = features.serialize_example(self.task, ids[0], label=record.label)
+        yield Encoded(record.split, text.content_hash(*record.fields), example, lengths)
+
+
+class WriteShards(beam.PTransform):
+    """Encoded -> ("shard/<split>/<file name>", examples) for every shard, empty ones too."""
+
+    def __init__(self, *, output_dir: str, shards_per_split: dict[str, int]):
+        super().__init__()
+        self.output_dir = output_dir
+        self.shards_per_split = shards_per_split
+
+    def expand(self, encoded):
+        counts = self.shards_per_split
+        output_dir = self.output_dir
+
+        def shard_of(e: Encoded):
+            return (e.split, int(e.key[:12], 16) % counts[e.split]), (e.key, e.example)
+
+        def write(item):
+            (split, index), group = item
+            records = sorted(r for r in group if r is not None)
+            name = features.shard_name(split, index, counts[split])
+            n = shards.write_tfrecords(shards.join(output_dir, name), (ex for _, ex in records))
+            yield f"shard/{split}/{name}", n
+
+        every_shard = [((s, i), None) for s, n in counts.items() for i in range(n)]
+        seeds = encoded.pipeline | "EveryShard" >> beam.Create(every_shard)
+        return (
+            (encoded | "AssignShard" >> beam.Map(shard_of), seeds)
+            | "WithEmpty" >> beam.Flatten()
+            | "Group" >> beam.GroupByKey()
+            | "Write" >> beam.FlatMap(write)
+        )
+
+
+class WriteRejects(beam.PTransform):
+    """The dead-letter file: one JSON line per rejected record."""
+
+    def __init__(self, *, output_dir: str):
+        super().__init__()
+        self.output_dir = output_dir
+
+    def expand(self, rejects):
+        return (
+            rejects
+            | "ToJson" >> beam.Map(lambda r: json.dumps(dataclasses.asdict(r), ensure_ascii=False))
+            | "Write"
+            >> beam.io.WriteToText(
+                shards.join(self.output_dir, features.REJECTS_PREFIX),
+                file_name_suffix=".jsonl",
+                num_shards=1,
+                shard_name_template="-SSSSS-of-NNNNN",
+            )
+        )
+
+
+def length_histogram(encoded):
+    """-> ("length/<split>/<side>/<n>", count): exact percentiles come from this in the driver."""
+    return (
+        encoded
+        | "LengthKeys"
+        >> beam.FlatMap(
+            lambda e: [(f"length/{e.split}/{side}/{n}", 1) for side, n in enumerate(e.lengths)]
+        )
+        | "SumLengths" >> beam.CombinePerKey(sum)
+    )
+
+
+def count_reasons(pcoll, prefix: str, label: str):
+    """Reason strings (or objects with .reason) -> ("<prefix>/<reason>", count)."""
+    return (
+        pcoll
+        | f"{label}Reason" >> beam.Map(lambda x: getattr(x, "reason", x))
+        | f"{label}Count" >> beam.combiners.Count.PerElement()
+        | f"{label}Key" >> beam.Map(lambda kv: (f"{prefix}/{kv[0]}", kv[1]))
+    )
+
+
+class WriteStats(beam.PTransform):
+    """("name", int) pairs -> one JSON file the driver turns into metadata.json."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def expand(self, pairs):
+        path = self.path
+        return (
+            pairs
+            | "ToDict" >> beam.combiners.ToDict()
+            | "Write"
+            >> beam.Map(
+                lambda d: shards.write_atomically(path, [json.dumps(d, sort_keys=True).encode()])
+            )
+        )

@@ -1,0 +1,191 @@
+"""Tier 2: each PTransform under TestPipeline, asserted against literal expectations."""
+
+import os
+
+import apache_beam as beam
+import pytest
+import tensorflow as tf
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline import features, tokenizer, transforms
+from pipeline.sources import RawRecord
+
+
+def pair(src, tgt, split=None, origin="f:1"):
+    return RawRecord(origin=origin, fields=(src, tgt), label=None, split=split)
+
+
+def test_normalize_text():
+    with TestPipeline() as p:
+        out = (
+            p
+            | beam.Create([pair(" A  dog<br />runs ", "Ein\tHund  läuft")])
+            | transforms.NormalizeText(lowercase=True)
+        )
+        assert_that(out, equal_to([pair("a dog runs", "ein hund läuft")]))
+
+
+def test_drop_empty_tags_the_reason():
+    with TestPipeline() as p:
+        out = (
+            p
+            | beam.Create([pair("a", "b"), pair("", "b"), pair("a", "")])
+            | beam.ParDo(transforms.DropEmptyFn()).with_outputs(transforms.DROPPED, main="records")
+        )
+        assert_that(out.records, equal_to([pair("a", "b")]), label="kept")
+        assert_that(out[transforms.DROPPED], equal_to(["empty", "empty"]), label="dropped")
+
+
+def test_assign_split_by_source_hash_keeps_given_splits():
+    # hash fractions: "three" 0.05, "ein hund" 0.235, "a dog" 0.552, "a cat" 0.885
+    records = [
+        pair("three", "drei"),
+        pair("ein hund", "a dog"),
+        pair("a dog", "ein Hund"),
+        pair("a cat", "eine Katze"),
+        pair("a cat", "die Katze", split="test"),
+    ]
+    with TestPipeline() as p:
+        out = (
+            p
+            | beam.Create(records)
+            | transforms.AssignSplit(validation_fraction=0.1, test_fraction=0.2)
+            | beam.Map(lambda r: (r.fields[1], r.split))
+        )
+        assert_that(
+            out,
+            equal_to(
+                [
+                    ("drei", "validation"),
+                    ("a dog", "test"),
+                    ("ein Hund", "train"),
+                    ("eine Katze", "train"),
+                    ("die Katze", "test"),
+                ]
+            ),
+        )
+
+
+def test_drop_duplicates_within_a_split_only():
+    records = [
+        pair("a", "b", "train", "f:3"),
+        pair("a", "b", "train", "f:1"),
+        pair("a", "b", "train", "f:2"),
+        pair("a", "b", "validation", "g:1"),
+        pair("a", "c", "train", "f:4"),
+    ]
+    with TestPipeline() as p:
+        out = p | beam.Create(records) | transforms.DropDuplicates()
+        kept = out.records | beam.Map(lambda r: (r.origin, r.split))
+        assert_that(
+            kept,
+            equal_to([("f:1", "train"), ("g:1", "validation"), ("f:4", "train")]),
+            label="kept",
+        )
+        assert_that(out[transforms.DROPPED], equal_to(["duplicate", "duplicate"]), label="dropped")
+
+
+def test_count_train_overlap_by_source():
+    records = [
+        pair("a", "b", "train"),
+        pair("a", "c", "validation"),
+        pair("x", "y", "validation"),
+        pair("a", "d", "test"),
+        pair("z", "w", "test"),
+    ]
+    with TestPipeline() as p:
+        out = p | beam.Create(records) | transforms.CountTrainOverlap()
+        assert_that(out, equal_to([("overlap/validation", 1), ("overlap/test", 1)]))
+
+
+@pytest.fixture(scope="module")
+def model_bytes():
+    words = "the a dog cat sees likes park ball der die das Hund Katze sieht mag Park Ball".split()
+    sentences = [f"{a} {b} {c}" for a in words for b in words for c in words[:6]]
+    return tokenizer.train(sentences, vocab_size=400)
+
+
+def test_encode_drops_too_long_and_ratio_outliers(model_bytes):
+    tok = tokenizer.Tokenizer(model_bytes)
+    ok = pair("the dog sees the cat", "the cat likes the dog", "train")  # 5 and 5 tokens
+    long = pair(" ".join(["the dog"] * 20), " ".join(["the cat"] * 20), "train")  # 40 tokens
+    skewed = pair("dog", "the dog sees the cat", "train")  # 1 vs 5 tokens
+    with TestPipeline() as p:
+        model = p | "Model" >> beam.Create([model_bytes])
+        out = (
+            p
+            | beam.Create([ok, long, skewed])
+            | beam.ParDo(
+                transforms.EncodeFn(task=features.TRANSLATION, max_tokens=30, max_length_ratio=3.0),
+                beam.pvalue.AsSingleton(model),
+            ).with_outputs(transforms.DROPPED, main="encoded")
+        )
+        expected = features.serialize_example(
+            features.TRANSLATION, tok.encode(ok.fields[0]), targets=tok.encode(ok.fields[1])
+        )
+        assert_that(
+            out.encoded | beam.Map(lambda e: (e.split, e.example)),
+            equal_to([("train", expected)]),
+            label="kept",
+        )
+        assert_that(
+            out[transforms.DROPPED], equal_to(["too_long", "length_ratio"]), label="dropped"
+        )
+
+
+def test_write_shards_writes_every_shard_even_empty(tmp_path):
+    out_dir = str(tmp_path)
+    encoded = [
+        transforms.Encoded("train", "0" * 64, b"ex-a", (1, 1)),
+        transforms.Encoded("train", "1" + "0" * 63, b"ex-b", (1, 1)),
+        transforms.Encoded("validation", "2" * 64, b"ex-c", (1, 1)),
+    ]
+    with TestPipeline() as p:
+        out = (
+            p
+            | beam.Create(encoded)
+            | transforms.WriteShards(
+                output_dir=out_dir, shards_per_split={"train": 3, "validation": 1}
+            )
+        )
+        # int("000000000000", 16) % 3 == 0; int("100000000000", 16) % 3 == 1
+        assert_that(
+            out,
+            equal_to(
+                [
+                    ("shard/train/train-00000-of-00003.tfrecord.gz", 1),
+                    ("shard/train/train-00001-of-00003.tfrecord.gz", 1),
+                    ("shard/train/train-00002-of-00003.tfrecord.gz", 0),
+                    ("shard/validation/validation-00000-of-00001.tfrecord.gz", 1),
+                ]
+            ),
+        )
+    assert sorted(os.listdir(out_dir)) == [
+        "train-00000-of-00003.tfrecord.gz",
+        "train-00001-of-00003.tfrecord.gz",
+        "train-00002-of-00003.tfrecord.gz",
+        "validation-00000-of-00001.tfrecord.gz",
+    ]
+    shard = os.path.join(out_dir, "train-00001-of-00003.tfrecord.gz")
+    assert [r.numpy() for r in tf.data.TFRecordDataset(shard, compression_type="GZIP")] == [b"ex-b"]
+
+
+def test_count_reasons_and_length_histogram():
+    encoded = [
+        transforms.Encoded("train", "k1", b"", (3, 4)),
+        transforms.Encoded("train", "k2", b"", (3, 5)),
+    ]
+    with TestPipeline() as p:
+        reasons = transforms.count_reasons(
+            p | beam.Create(["empty", "duplicate", "empty"]), "dropped", "D"
+        )
+        hist = transforms.length_histogram(p | "Enc" >> beam.Create(encoded))
+        assert_that(
+            reasons, equal_to([("dropped/empty", 2), ("dropped/duplicate", 1)]), label="reasons"
+        )
+        assert_that(
+            hist,
+            equal_to([("length/train/0/3", 2), ("length/train/1/4", 1), ("length/train/1/5", 1)]),
+            label="hist",
+        )

@@ -1,0 +1,1 @@
+"""Trains and runs Transformer models on the preprocessed TFRecords."""

@@ -1,0 +1,91 @@
+"""Checkpoints: the training state, saved so a crash never leaves a half checkpoint that loads.
+
+tf.train.CheckpointManager writes the data files first and then atomically replaces
+the ``checkpoint`` state file, so the newest listed checkpoint is always complete.
+Restoring walks back from the newest when one fails to load (a corrupted file), with
+a warning. Every worker of a multi-worker run saves (the save is collective); only
+the chief's copy is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import tensorflow as tf
+
+BEST_DIR = "best"
+
+
+class TrainingState:
+    """The checkpointed state: model, optimizer (its iterations is the step) and data position."""
+
+    def __init__(self, *, model, optimizer):
+        self.model = model
+        self.optimizer = optimizer
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.batch_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=optimizer, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch
+        )
+
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+
+def restore_latest(checkpoint: tf.train.Checkpoint, directory: str) -> str | None:
+    """Restores the newest loadable checkpoint in ``directory``; None when there is none."""
+    ckpt_state = tf.train.get_checkpoint_state(directory)
+    if not ckpt_state:
+        return None
+    candidates = list(reversed(ckpt_state.all_model_checkpoint_paths)) or [
+        ckpt_state.model_checkpoint_path
+    ]
+    for i, path in enumerate(candidates):
+        try:
+            checkpoint.restore(path).expect_partial()
+            if i:
+                logging.warning("restored the older checkpoint %s instead", path)
+            return path
+        except (tf.errors.OpError, ValueError, AssertionError) as e:
+            logging.warning(
+                "checkpoint %s does not load (%s); trying the previous one",
+                path,
+                str(e).splitlines()[0],
+            )
+    raise ValueError(f"{directory}: no checkpoint there loads")
+
+
+class StepCheckpointManager(tf.train.CheckpointManager):
+    """Names checkpoints by training step, and restores from the chief's directory.
+
+    TF's PreemptionCheckpointHandler calls ``save()`` without a number and
+    ``restore_or_initialize()`` on the manager it is given; these overrides make a
+    preemption checkpoint look like any other, and make every worker (whose own
+    directory is scratch) resume from the chief's checkpoint.
+    """
+
+    def __init__(
+        self, state: TrainingState, directory: str, *, max_to_keep: int, restore_from: str
+    ):
+        super().__init__(state.checkpoint, directory, max_to_keep=max_to_keep)
+        self._state = state
+        self._restore_from = restore_from
+        self.restored_path: str | None = None
+
+    def save(self, checkpoint_number=None, check_interval=True, options=None):
+        if checkpoint_number is None:
+            checkpoint_number = self._state.step
+        return super().save(
+            checkpoint_number=checkpoint_number, check_interval=check_interval, options=options
+        )
+
+    def restore_or_initialize(self):
+        self.restored_path = restore_latest(self._state.checkpoint, self._restore_from)
+        return self.restored_path
+
+
+def latest_step(model_dir: str) -> int | None:
+    """The step of the newest checkpoint in ``model_dir`` (from its name), or None."""
+    path = tf.train.latest_checkpoint(model_dir)
+    return int(path.rsplit("-", 1)[1]) if path else None

@@ -1,0 +1,419 @@
+"""The training loop: ``train_and_evaluate(config)``, the same for every strategy.
+
+One ``tf.function`` step runs under ``strategy.run``: each replica computes the
+gradient of its summed loss divided by the GLOBAL token (or example) count, the
+optimizer sums gradients across replicas, so any split of a batch gives the same
+update. Gradient accumulation consumes several batches per step inside the same
+function. The data position (epoch, batch in epoch) is checkpointed with the model,
+so a resumed run continues the data order instead of replaying it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+
+import keras
+import tensorflow as tf
+
+from pipeline import features
+from trainer import checkpoints, distribution, input_pipeline, losses, preemption, reporting
+from trainer.config import CONFIG_FILE, TrainConfig
+from trainer.model import build_model, shift_right
+from trainer.schedule import WarmupInverseSqrt
+
+TOKENIZER_INFO_FILE = "tokenizer.json"
+
+
+class ModelDirError(ValueError):
+    """A model dir that cannot be used with this data or config (one clear line)."""
+
+
+def set_precision(precision: str) -> None:
+    keras.mixed_precision.set_dtype_policy(precision)
+
+
+def _check_model_dir(config: TrainConfig, meta: features.Metadata, *, chief: bool) -> None:
+    """Refuses to resume with other data (tokenizer hash) or another architecture; records both."""
+    gfile = tf.io.gfile
+    info_path = f"{config.model_dir}/{TOKENIZER_INFO_FILE}"
+    if gfile.exists(info_path):
+        with gfile.GFile(info_path) as f:
+            saved = json.load(f)
+        if saved["sha256"] != meta.tokenizer.sha256:
+            raise ModelDirError(
+                f"--data_dir: its tokenizer (sha256 {meta.tokenizer.sha256[:12]}) differs from the one "
+                f"{config.model_dir} was trained with ({saved['sha256'][:12]}); use a fresh --model_dir"
+            )
+    config_path = f"{config.model_dir}/{CONFIG_FILE}"
+    if gfile.exists(config_path):
+        with gfile.GFile(config_path) as f:
+            saved_model = TrainConfig.from_json(f.read()).model
+        if saved_model != config.model:
+            diff = [
+                f"{k} {getattr(saved_model, k)} vs {getattr(config.model, k)}"
+                for k in saved_model.to_dict()
+                if getattr(saved_model, k) != getattr(config.model, k)
+            ]
+            raise ModelDirError(
+                f"--model_dir: {config.model_dir} holds a model with another architecture ({', '.join(diff)}); "
+                "use a fresh --model_dir"
+            )
+    if chief:
+        gfile.makedirs(config.model_dir)
+        reporting.write_text_atomically(config_path, config.to_json())
+        tokenizer_src = f"{config.data_dir}/{meta.tokenizer.file}"
+        gfile.copy(tokenizer_src, f"{config.model_dir}/{features.TOKENIZER_FILE}", overwrite=True)
+        info = {
+            "file": features.TOKENIZER_FILE,
+            "sha256": meta.tokenizer.sha256,
+            "vocab_size": meta.tokenizer.vocab_size,
+        }
+        reporting.write_text_atomically(info_path, json.dumps(info, indent=2) + "\n")
+
+
+class Trainer:
+    """Owns the strategy, the model, the optimizer and the state for one run."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.strategy = distribution.create_strategy(
+            config.strategy, num_gpus=config.num_gpus, virtual_devices=config.virtual_devices
+        )
+        self.chief = distribution.is_chief(self.strategy)
+        self.meta = features.load_metadata(config.data_dir)
+        if self.meta.task != config.task:
+            raise ModelDirError(
+                f"--data_dir holds {self.meta.task} data but the model is for {config.task}"
+            )
+        _check_model_dir(config, self.meta, chief=self.chief)
+        set_precision(config.precision)
+        with self.strategy.scope():
+            self.model = build_model(config.model)
+            self.schedule = WarmupInverseSqrt(
+                d_model=config.model.d_model,
+                warmup_steps=config.warmup_steps,
+                scale=config.learning_rate,
+            )
+            optimizer = keras.optimizers.Adam(
+                learning_rate=self.schedule,
+                beta_1=config.adam_beta1,
+                beta_2=config.adam_beta2,
+                epsilon=config.adam_epsilon,
+                global_clipnorm=config.clip_norm or None,
+            )
+            if config.precision == "mixed_float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer.build(self.model.trainable_variables)
+            self.optimizer = optimizer
+            self.state = checkpoints.TrainingState(model=self.model, optimizer=optimizer)
+        self.write_dir = distribution.write_dir(config.model_dir, self.strategy)
+        self.manager = checkpoints.StepCheckpointManager(
+            self.state,
+            self.write_dir,
+            max_to_keep=config.keep_checkpoints,
+            restore_from=config.model_dir,
+        )
+        self.best_manager = checkpoints.StepCheckpointManager(
+            self.state,
+            f"{self.write_dir}/{checkpoints.BEST_DIR}",
+            max_to_keep=1,
+            restore_from=config.model_dir,
+        )
+        self.metrics = reporting.MetricsLog(config.model_dir, enabled=self.chief)
+        self.summaries = reporting.Summaries(config.model_dir, enabled=self.chief)
+        self._train_step = self._make_train_step()
+        self._eval_step = self._make_eval_step()
+
+    # ---- the step ---------------------------------------------------------------------------
+
+    def _weights(self, batch) -> tf.Tensor:
+        """What a batch's loss is normalized by: target tokens, or examples."""
+        if self.config.task == features.TRANSLATION:
+            return tf.reduce_sum(tf.cast(batch[features.TARGETS] != features.PAD_ID, tf.float32))
+        return tf.cast(tf.shape(batch[features.LABEL])[0], tf.float32)
+
+    def _loss_sums(self, batch, *, training: bool):
+        """-> (loss_sum, correct_sum, weight) for one per-replica batch."""
+        cfg = self.config
+        if cfg.task == features.TRANSLATION:
+            targets = batch[features.TARGETS]
+            logits = self.model((batch[features.INPUTS], shift_right(targets)), training=training)
+            loss_sum, weight = losses.masked_cross_entropy(
+                targets, logits, label_smoothing=cfg.label_smoothing
+            )
+            correct, _ = losses.masked_accuracy(targets, logits)
+        else:
+            labels = batch[features.LABEL]
+            logits = self.model(batch[features.INPUTS], training=training)
+            loss_sum, weight = losses.classification_cross_entropy(
+                labels, logits, label_smoothing=cfg.label_smoothing
+            )
+            correct, _ = losses.classification_accuracy(labels, logits)
+        return loss_sum, correct, weight
+
+    def _make_train_step(self):
+        model, optimizer = self.model, self.optimizer
+
+        def replica_step(batches):
+            ctx = tf.distribute.get_replica_context()
+            local_weight = tf.add_n([self._weights(b) for b in batches])
+            global_weight = tf.maximum(
+                ctx.all_reduce(tf.distribute.ReduceOp.SUM, local_weight), 1.0
+            )
+            variables = model.trainable_variables
+            grads = [tf.zeros_like(v) for v in variables]
+            loss_total = correct_total = tf.constant(0.0)
+            for batch in batches:
+                with tf.GradientTape() as tape:
+                    loss_sum, correct, _ = self._loss_sums(batch, training=True)
+                    scaled = optimizer.scale_loss(loss_sum / global_weight)
+                for i, g in enumerate(tape.gradient(scaled, variables)):
+                    grads[i] = grads[i] + tf.convert_to_tensor(g)
+                loss_total += loss_sum
+                correct_total += correct
+            optimizer.apply_gradients(zip(grads, variables))
+            return loss_total, correct_total, local_weight
+
+        @tf.function(reduce_retracing=True, jit_compile=False)
+        def train_step(batches):
+            per_replica = self.strategy.run(replica_step, args=(batches,))
+            return [
+                self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None) for t in per_replica
+            ]
+
+        return train_step
+
+    def _make_eval_step(self):
+        @tf.function(reduce_retracing=True)
+        def eval_step(batch):
+            per_replica = self.strategy.run(
+                lambda b: self._loss_sums(b, training=False), args=(batch,)
+            )
+            return [
+                self.strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None) for t in per_replica
+            ]
+
+        return eval_step
+
+    # ---- data -------------------------------------------------------------------------------
+
+    def _dataset_kwargs(self) -> dict:
+        cfg = self.config
+        common = dict(data_dir=cfg.data_dir, metadata=self.meta, max_length=cfg.model.max_length)
+        if cfg.task == features.TRANSLATION:
+            return {**common, "batch_tokens": cfg.batch_tokens}
+        return {**common, "batch_size": cfg.batch_size}
+
+    def _epoch_iterator(self, epoch: int, skip: int):
+        cfg = self.config
+        kwargs = self._dataset_kwargs()
+
+        def fn(ctx):
+            return input_pipeline.train_dataset(
+                **kwargs,
+                epoch=epoch,
+                skip_batches=skip,
+                seed=cfg.seed,
+                input_context=ctx,
+                shuffle_buffer=cfg.shuffle_buffer,
+                pad_to_bucket=cfg.xla,
+            )
+
+        return iter(self.strategy.distribute_datasets_from_function(fn))
+
+    def _next_batches(self, iterator):
+        """grad_accum_steps batches, or None at the end of the epoch (all workers agree)."""
+        batches = []
+        for _ in range(self.config.grad_accum_steps):
+            optional = iterator.get_next_as_optional()
+            if not optional.has_value():
+                return None
+            batches.append(optional.get_value())
+        return tuple(batches)
+
+    # ---- evaluation -------------------------------------------------------------------------
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss and accuracy over the whole split; BLEU on a fixed subset."""
+        kwargs = self._dataset_kwargs()
+        dataset = self.strategy.distribute_datasets_from_function(
+            lambda ctx: input_pipeline.eval_dataset(
+                **kwargs, split=features.VALIDATION, input_context=ctx
+            )
+        )
+        loss = correct = weight = 0.0
+        iterator = iter(dataset)
+        while True:
+            optional = iterator.get_next_as_optional()
+            if not optional.has_value():
+                break
+            batch_loss, c, w = self._eval_step(optional.get_value())
+            loss, correct, weight = loss + float(batch_loss), correct + float(c), weight + float(w)
+        result = {"val_loss": loss / max(weight, 1.0), "val_accuracy": correct / max(weight, 1.0)}
+        if self.config.task == features.TRANSLATION and self.config.eval_bleu_sentences:
+            from trainer import bleu_eval
+
+            result.update(
+                bleu_eval.validation_bleu(
+                    self.model,
+                    data_dir=self.config.data_dir,
+                    metadata=self.meta,
+                    num_sentences=self.config.eval_bleu_sentences,
+                    beam_size=self.config.eval_beam_size,
+                )
+            )
+        return result
+
+    def quality_metric(self) -> tuple[str, bool]:
+        if self.config.task == features.TRANSLATION:
+            return ("bleu", True) if self.config.eval_bleu_sentences else ("val_loss", False)
+        return "val_accuracy", True
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def train(self) -> dict:
+        cfg = self.config
+        hook = preemption.PreemptionHook(
+            self.strategy, self.manager
+        )  # restores the latest checkpoint
+        step = self.state.step
+        if self.manager.restored_path:
+            print(f"resumed from {self.manager.restored_path} at step {step}", flush=True)
+        self.metrics.load(up_to_step=step)
+        metric_name, higher = self.quality_metric()
+        best = self.metrics.best(metric_name, higher_is_better=higher)
+        evals_without_gain = 0
+        window = {"loss": 0.0, "weight": 0.0, "tokens": 0.0, "start": time.time(), "steps": 0}
+        run_start, start_step = time.time(), step
+        last_train_loss = None
+        stop = False
+
+        while step < cfg.train_steps and not stop:
+            epoch = int(self.state.epoch.numpy())
+            iterator = self._epoch_iterator(epoch, int(self.state.batch_in_epoch.numpy()))
+            while step < cfg.train_steps:
+                batches = self._next_batches(iterator)
+                if batches is None:
+                    self.state.epoch.assign_add(1)
+                    self.state.batch_in_epoch.assign(0)
+                    break
+                loss_sum, _, weight = hook.run(self._train_step, batches)
+                self.state.batch_in_epoch.assign_add(cfg.grad_accum_steps)
+                step = self.state.step
+                window["loss"] += float(loss_sum)
+                window["weight"] += float(weight)
+                window["steps"] += 1
+                if step % cfg.log_every == 0 or step == cfg.train_steps:
+                    elapsed = time.time() - window["start"]
+                    last_train_loss = window["loss"] / max(window["weight"], 1.0)
+                    rate = window["weight"] / max(elapsed, 1e-9)
+                    lr = float(self.schedule(step - 1))
+                    eta = (
+                        (time.time() - run_start)
+                        / max(step - start_step, 1)
+                        * (cfg.train_steps - step)
+                    )
+                    unit = "tokens/s" if cfg.task == features.TRANSLATION else "examples/s"
+                    line = reporting.status_line(
+                        step=step,
+                        total=cfg.train_steps,
+                        loss=last_train_loss,
+                        tokens_per_sec=rate,
+                        lr=lr,
+                        eta=eta,
+                    )
+                    if self.chief:
+                        print(line.replace("tokens/s", unit), flush=True)
+                    self.summaries.write(
+                        "train",
+                        step,
+                        {
+                            "loss": last_train_loss,
+                            "learning_rate": lr,
+                            unit.replace("/", "_per_"): rate,
+                        },
+                    )
+                    window = {
+                        "loss": 0.0,
+                        "weight": 0.0,
+                        "tokens": 0.0,
+                        "start": time.time(),
+                        "steps": 0,
+                    }
+                if step % cfg.checkpoint_every == 0 or step == cfg.train_steps:
+                    self.manager.save(checkpoint_number=step)
+                if step % cfg.eval_every == 0 or step == cfg.train_steps:
+                    result = self.evaluate()
+                    entry = {"step": step, "epoch": epoch, **result}
+                    if last_train_loss is not None:
+                        entry["train_loss"] = last_train_loss
+                    if self.chief:
+                        print(
+                            "eval "
+                            + "  ".join(
+                                f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                for k, v in entry.items()
+                            ),
+                            flush=True,
+                        )
+                    self.summaries.write(
+                        "eval", step, {k: v for k, v in result.items() if isinstance(v, float)}
+                    )
+                    value = result.get(metric_name)
+                    if value is not None and (
+                        best is None or (value > best if higher else value < best)
+                    ):
+                        best, evals_without_gain = value, 0
+                        self.best_manager.save(checkpoint_number=step)
+                        entry["best"] = True
+                    else:
+                        evals_without_gain += 1
+                    self.metrics.append(entry)
+                    if (
+                        cfg.early_stopping_patience
+                        and evals_without_gain >= cfg.early_stopping_patience
+                    ):
+                        print(
+                            f"early stopping: {metric_name} has not improved in {evals_without_gain} evaluations",
+                            flush=True,
+                        )
+                        if step % cfg.checkpoint_every:
+                            self.manager.save(checkpoint_number=step)
+                        stop = True
+                        break
+        hook.close()
+        if not self.chief and tf.io.gfile.exists(self.write_dir):
+            tf.io.gfile.rmtree(self.write_dir)
+        return {"step": step, "best": best, "metric": metric_name}
+
+
+def train_and_evaluate(config: TrainConfig) -> dict:
+    """Trains (or resumes) the run in ``config.model_dir``; returns the final step and best metric."""
+    trainer = Trainer(config)
+    try:
+        return trainer.train()
+    finally:
+        set_precision("float32")
+
+
+def config_summary(config: TrainConfig) -> str:
+    m = config.model
+    return (
+        f"{config.preset} {m.task} model: {m.num_layers} layers, d_model {m.d_model}, {m.num_heads} heads, "
+        f"d_ff {m.d_ff}, vocab {m.vocab_size}; {config.precision}, strategy {config.strategy}; "
+        + json.dumps(
+            {
+                k: v
+                for k, v in dataclasses.asdict(config).items()
+                if k
+                in ("train_steps", "batch_tokens", "batch_size", "warmup_steps", "learning_rate")
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit("run python -m trainer.train")

@@ -1,0 +1,115 @@
+"""What a run tells its user: the status line, metrics.jsonl, TensorBoard and the loss-curve PNG.
+
+Only the chief writes files. metrics.jsonl is rewritten atomically at each evaluation
+and, on resume, trimmed to the restored step, so a relaunch never leaves a curve with
+a reset or duplicated steps.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import tensorflow as tf
+
+METRICS_FILE = "metrics.jsonl"
+CURVE_FILE = "loss_curve.png"
+
+
+def write_text_atomically(path: str, text: str | bytes) -> None:
+    tmp = f"{path}.tmp-{time.time_ns()}"
+    mode = "wb" if isinstance(text, bytes) else "w"
+    with tf.io.gfile.GFile(tmp, mode) as f:
+        f.write(text)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per evaluation, ordered by step."""
+
+    def __init__(self, model_dir: str, *, enabled: bool):
+        self.path = f"{model_dir}/{METRICS_FILE}"
+        self.curve_path = f"{model_dir}/{CURVE_FILE}"
+        self.enabled = enabled
+        self.entries: list[dict] = []
+
+    def load(self, *, up_to_step: int) -> None:
+        if tf.io.gfile.exists(self.path):
+            with tf.io.gfile.GFile(self.path) as f:
+                self.entries = [json.loads(line) for line in f if line.strip()]
+            self.entries = [e for e in self.entries if e["step"] <= up_to_step]
+
+    def append(self, entry: dict) -> None:
+        self.entries.append(entry)
+        if self.enabled:
+            write_text_atomically(
+                self.path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in self.entries)
+            )
+            self.plot()
+
+    def best(self, metric: str, *, higher_is_better: bool) -> float | None:
+        values = [e[metric] for e in self.entries if metric in e]
+        if not values:
+            return None
+        return max(values) if higher_is_better else min(values)
+
+    def plot(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import io
+
+        import matplotlib.pyplot as plt
+
+        steps = [e["step"] for e in self.entries]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        axes[0].plot(steps, [e.get("train_loss") for e in self.entries], marker="o", label="train")
+        axes[0].plot(
+            steps, [e.get("val_loss") for e in self.entries], marker="o", label="validation"
+        )
+        axes[0].set_xlabel("step")
+        axes[0].set_ylabel("loss (per token, label-smoothed)")
+        axes[0].legend()
+        quality = "bleu" if any("bleu" in e for e in self.entries) else "val_accuracy"
+        axes[1].plot(steps, [e.get(quality) for e in self.entries], marker="o", color="tab:green")
+        axes[1].set_xlabel("step")
+        axes[1].set_ylabel(quality)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=80)
+        plt.close(fig)
+        write_text_atomically(self.curve_path, buffer.getvalue())
+
+
+class Summaries:
+    """TensorBoard writers for train and eval scalars (no-ops off the chief)."""
+
+    def __init__(self, model_dir: str, *, enabled: bool):
+        self.enabled = enabled
+        if enabled:
+            self._train = tf.summary.create_file_writer(f"{model_dir}/tensorboard/train")
+            self._eval = tf.summary.create_file_writer(f"{model_dir}/tensorboard/eval")
+
+    def write(self, kind: str, step: int, scalars: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        writer = self._train if kind == "train" else self._eval
+        with writer.as_default():
+            for name, value in scalars.items():
+                tf.summary.scalar(name, value, step=step)
+        writer.flush()
+
+
+def format_eta(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def status_line(
+    *, step: int, total: int, loss: float, tokens_per_sec: float, lr: float, eta: float
+) -> str:
+    return (
+        f"step {step}/{total}  loss {loss:.4f}  tokens/s {tokens_per_sec:,.0f}  "
+        f"lr {lr:.3g}  eta {format_eta(eta)}"
+    )
