@@ -16,12 +16,15 @@ setuptools.setup(
     description="Beam preprocessing, distributed Transformer training and batch inference for "
     "English-German translation and IMDB classification",
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(include=["pipeline", "pipeline.*", "trainer", "trainer.*", "infra", "infra.*"]),
+    packages=setuptools.find_packages(
+        include=["pipeline", "pipeline.*", "trainer", "trainer.*", "infra", "infra.*"]
+    ),
     package_data={"infra": ["*.sh", "*.json", "Dockerfile"]},
     install_requires=[
         "absl-py>=2.1",
         "apache-beam[gcp]>=2.77,<2.78",
         "google-cloud-storage>=3.0",
+        "importlib_resources>=6.0",  # tensorflow-datasets needs it; etils no longer pulls it in
         "keras>=3.15,<3.16",
         "matplotlib>=3.8",
         "numpy>=2.0",

@@ -43,13 +43,7 @@ from collections.abc import Iterator
 
 from pipeline import default_corpus_lexicon as lex
 from pipeline import features
-from pipeline.default_corpus_lexicon import (
-    NounPhrase,
-    english_np,
-    german_np,
-    german_pp,
-    german_present,
-)
+from pipeline.default_corpus_lexicon import NounPhrase
 from pipeline.text import normalize
 
 TRANSLATION_SIZE = 6000
@@ -59,14 +53,10 @@ MIN_WORDS, MAX_WORDS = 3, 15
 
 def translation_bait(n: int) -> dict[str, int]:
     """How many filter-exercising records ``translation_pairs(n)`` injects, by kind."""
-    if n < 200:
-        return {"duplicate": 0, "empty_side": 0, "length_ratio": 0, "normalize": 0}
-    return {
-        "duplicate": n // 100,
-        "empty_side": 1 + n // 1500,
-        "length_ratio": n // 1000,
-        "normalize": n // 1000,
-    }
+    if n < 200:  # too few pairs to spare any
+        return dict.fromkeys(("duplicate", "empty_side", "length_ratio", "normalize"), 0)
+    return {"duplicate": n // 100, "empty_side": 1 + n // 1500,
+            "length_ratio": n // 1000, "normalize": n // 1000}  # fmt: skip
 
 
 def review_bait(n: int) -> dict[str, int]:
@@ -108,7 +98,7 @@ def _person(subject: NounPhrase | str) -> int:
 def _english_clause(clause: Clause, *, question: bool = False) -> str:
     person = _person(clause.subject)
     s = clause.subject
-    subject = lex.PRONOUNS[s][0] if isinstance(s, str) else english_np(s)
+    subject = lex.PRONOUNS[s][0] if isinstance(s, str) else lex.english_np(s)
     past = clause.tense == "past"
     if clause.verb == "be":
         if past:
@@ -120,37 +110,34 @@ def _english_clause(clause: Clause, *, question: bool = False) -> str:
             return f"{be} {subject} {adj}"
         return " ".join([subject, be, *["not"] * clause.negated, adj])
     verb = lex.VERBS[clause.verb]
-    tail = [english_np(np) for np in (clause.iobj, clause.obj) if np]
+    tail = [lex.english_np(np) for np in (clause.iobj, clause.obj) if np]
     if clause.pp:
-        tail.append(f"{clause.pp[0]} {english_np(clause.pp[1])}")
+        tail.append(f"{clause.pp[0]} {lex.english_np(clause.pp[1])}")
     if question or clause.negated:
         do = "did" if past else ("does" if person == _THIRD_SINGULAR else "do")
         head = [do, subject, verb.en] if question else [subject, do, "not", verb.en]
         return " ".join(head + tail)
-    if past:
-        finite = verb.en_past
-    else:
-        finite = verb.en_s if person == _THIRD_SINGULAR else verb.en
-    return " ".join([subject, finite, *tail])
+    present = verb.en_s if person == _THIRD_SINGULAR else verb.en
+    return " ".join([subject, verb.en_past if past else present, *tail])
 
 
 def _german_fields(clause: Clause) -> tuple[str, str, list[str], list[str]]:
     """(subject, finite verb, middle field, right bracket) of a German clause."""
     person = _person(clause.subject)
     s = clause.subject
-    subject = lex.PRONOUNS[s][1] if isinstance(s, str) else german_np(s, "nom")
+    subject = lex.PRONOUNS[s][1] if isinstance(s, str) else lex.german_np(s, "nom")
     negation = ["nicht"] if clause.negated else []
     if clause.verb == "be":
         finite = lex.GERMAN_FORMS["war" if clause.tense == "past" else "sein"][person]
         return subject, finite, [*negation, lex.ADJECTIVES[clause.adj].de], []
     verb = lex.VERBS[clause.verb]
-    middle = [german_np(clause.iobj, "dat")] if clause.iobj else []
-    middle += [german_np(clause.obj, "acc")] if clause.obj else []
+    middle = [lex.german_np(clause.iobj, "dat")] if clause.iobj else []
+    middle += [lex.german_np(clause.obj, "acc")] if clause.obj else []
     middle += negation
-    middle += [german_pp(*clause.pp)] if clause.pp else []
+    middle += [lex.german_pp(*clause.pp)] if clause.pp else []
     if clause.tense == "past":
         return subject, lex.GERMAN_FORMS[verb.aux][person], middle, [verb.participle]
-    return subject, german_present(verb, person), middle, []
+    return subject, lex.german_present(verb, person), middle, []
 
 
 def _main_order(clause: Clause) -> str:
@@ -280,8 +267,8 @@ class _Grammar:
         pp = None
         if verb.needs_place or self.chance(p_pp):
             pp = self.prepositional(verb, p_adj=p_adj / 2)
-        # "nicht" goes before the prepositional phrase or after a definite object; without a
-        # phrase and with definite objects only, its place is unambiguous (else "kein").
+        # Next to a prepositional phrase "nicht" could stand on either side of it, and an
+        # indefinite object would need "kein": negating neither keeps one translation each.
         negatable = pp is None and all(
             np is None or np.det in ("the", "my", "your") for np in (obj, iobj)
         )
@@ -298,9 +285,8 @@ class _Grammar:
             return statement(clause, adverb=self.rng.choice(adverbs) if self.chance(0.15) else None)
         if kind == "question":
             clause = self.clause()
-            if clause.subject == "I" or clause.negated:
-                clause = dataclasses.replace(clause, subject="you", negated=False)
-            return question(clause)
+            subject = "you" if clause.subject == "I" else clause.subject  # not "Do I see ...?"
+            return question(dataclasses.replace(clause, subject=subject, negated=False))
         if kind == "reported":
             speaker = self.rng.choice(list(lex.PRONOUNS))
             verb = self.rng.choice(list(lex.REPORTING_VERBS))
@@ -377,12 +363,10 @@ def translation_pairs(n: int = TRANSLATION_SIZE, *, seed: int = 0) -> list[tuple
             ratios += 1
         elif kind == "normalize":
             en, de = next(stream)
-            spaced = (
-                (_spaced(en, normalized % 3), de)
-                if normalized % 2 == 0
-                else (en, _spaced(de, normalized % 3))
+            variant = normalized % 3
+            pairs.append(
+                (_spaced(en, variant), de) if normalized % 2 else (en, _spaced(de, variant))
             )
-            pairs.append(spaced)
             normalized += 1
         else:
             pairs.append(next(stream))
@@ -493,7 +477,7 @@ def reviews(n: int = REVIEW_SIZE, *, seed: int = 0) -> list[tuple[str, int]]:
         if kind == "duplicate":
             out.append(rng.choice(originals))
         elif kind == "empty":
-            out.append(("", 1))
+            out.append(("", 1))  # the label is arbitrary: the job drops it as empty
         else:
             label = labels[len(originals)]
             review = reviewer.review(label)

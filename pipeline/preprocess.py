@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import os
 import sys
 
@@ -437,7 +438,8 @@ def summary(meta: features.Metadata) -> str:
         f"read {meta.read} = written {meta.written} + dropped {sum(meta.dropped.values())} "
         f"({reasons(meta.dropped)}) + rejected {sum(meta.rejected.values())} ({reasons(meta.rejected)})",
     ]
-    for split, info in meta.splits.items():
+    for split in sorted(meta.splits, key=features.SPLITS.index):
+        info = meta.splits[split]
         overlap = meta.overlap_with_train.get(split)
         extra = f"; {overlap} also occur in train" if overlap else ""
         lines.append(f"{split}: {info.examples} examples in {len(info.files)} shards{extra}")
@@ -448,6 +450,7 @@ def summary(meta: features.Metadata) -> str:
 
 
 def main(argv: list[str]) -> None:
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
     for name in ("dataset", "output_dir"):
         if getattr(FLAGS, name) is None:
             raise cli.UsageError(f"--{name} is required")

@@ -62,6 +62,7 @@ TFDS = "tfds"
 ACLIMDB_DIR = "aclimdb_dir"
 ACLIMDB_TAR = "aclimdb_tar"
 CSV = "csv"
+EMBEDDED = "embedded"
 
 _TSV_SUFFIXES = (".tsv", ".txt", ".tsv.gz", ".txt.gz")
 _PICKLE_SUFFIXES = (".pkl", ".pkl.gz")
@@ -160,10 +161,43 @@ def read_source(spec: SourceSpec) -> Iterator[RawRecord | Reject]:
         ACLIMDB_DIR: _read_aclimdb_dir,
         ACLIMDB_TAR: _read_aclimdb_tar,
         CSV: _read_csv,
+        EMBEDDED: _read_embedded,
     }
     if spec.kind not in readers:
         raise InputError(f"{spec.path}: unknown source kind {spec.kind!r}")
     yield from readers[spec.kind](spec)
+
+
+def embedded_sources(dataset: str) -> list[SourceSpec]:
+    """The embedded default corpus (pipeline/default_corpus.py): no files, no downloads.
+
+    ende brings a held-out test split (sentences unseen in training) for the demo's BLEU;
+    imdb has its validation split carved by hash like any other input.
+    """
+    flag = (("flag", "(embedded corpus)"),)
+    if dataset == "ende":
+        return [
+            SourceSpec(EMBEDDED, "embedded:ende/train", None, flag),
+            SourceSpec(EMBEDDED, "embedded:ende/test", features.TEST, flag),
+        ]
+    if dataset == "imdb":
+        return [SourceSpec(EMBEDDED, "embedded:imdb/train", None, flag)]
+    raise InputError(f"--dataset: unknown dataset {dataset!r} (expected ende or imdb)")
+
+
+def _read_embedded(spec: SourceSpec) -> Iterator[RawRecord | Reject]:
+    from pipeline import default_corpus
+
+    if spec.path == "embedded:ende/train":
+        rows = [((en, de), None) for en, de in default_corpus.translation_pairs()]
+    elif spec.path == "embedded:ende/test":
+        rows = [((en, de), None) for en, de in default_corpus.held_out_translation_pairs()]
+    elif spec.path == "embedded:imdb/train":
+        rows = [((text,), label) for text, label in default_corpus.reviews()]
+    else:
+        raise InputError(f"{spec.path}: no such embedded corpus")
+    for i, (fields, label) in enumerate(rows, start=1):
+        yield RawRecord(origin=f"{spec.path}:{i}", fields=fields, label=label, split=spec.split)
 
 
 def count_lines(path: str) -> int:

@@ -87,3 +87,59 @@ def gcs_emulator(tmp_path_factory) -> Iterator[str]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _prepare(output_dir: str, *, dataset: str, input: str, **config) -> str:
+    """Runs the real preprocessing job (DirectRunner) into ``output_dir``."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline import preprocess, sources
+    from pipeline.config import PreprocessConfig
+
+    specs = sources.resolve_sources(
+        dataset=dataset,
+        input=input,
+        validation_input=None,
+        test_input=None,
+        source_lang="en",
+        target_lang="de",
+        tfds_data_dir=None,
+    )
+    values = dict(vocab_size=500, num_shards=2, validation_fraction=0.1)
+    values.update(config)
+    cfg = PreprocessConfig(dataset=dataset, output_dir=output_dir, sources=tuple(specs), **values)
+    preprocess.run_job(cfg, PipelineOptions([]), overwrite=False)
+    return output_dir
+
+
+@pytest.fixture(scope="session")
+def ende_data(tmp_path_factory) -> str:
+    """A small real en-de dataset (embedded-corpus sentences through the real job)."""
+    from pipeline import default_corpus
+
+    raw = tmp_path_factory.mktemp("ende_raw")
+    prefix = default_corpus.write_translation_files(str(raw), n=1200)
+    return _prepare(str(tmp_path_factory.mktemp("ende_data")), dataset="ende", input=prefix)
+
+
+@pytest.fixture(scope="session")
+def ende_data_other_tokenizer(tmp_path_factory) -> str:
+    """Like ende_data, but with a tokenizer of another size (another SHA-256)."""
+    from pipeline import default_corpus
+
+    raw = tmp_path_factory.mktemp("ende_raw2")
+    prefix = default_corpus.write_translation_files(str(raw), n=600, seed=3)
+    return _prepare(
+        str(tmp_path_factory.mktemp("ende_data2")), dataset="ende", input=prefix, vocab_size=400
+    )
+
+
+@pytest.fixture(scope="session")
+def imdb_data(tmp_path_factory) -> str:
+    from pipeline import default_corpus
+
+    csv_path = str(tmp_path_factory.mktemp("imdb_raw") / "reviews.csv")
+    default_corpus.write_review_csv(csv_path, n=600)
+    return _prepare(
+        str(tmp_path_factory.mktemp("imdb_data")), dataset="imdb", input=csv_path, vocab_size=400
+    )

@@ -244,7 +244,7 @@ def test_determiner_and_number_must_agree():
 
 def test_translation_pairs_are_deterministic(pairs):
     assert corpus.translation_pairs() == pairs
-    assert corpus.translation_pairs(seed=1) != pairs
+    assert corpus.translation_pairs(600, seed=1) != pairs[:600]
     assert corpus.translation_pairs(300, seed=7) == corpus.translation_pairs(300, seed=7)
 
 

@@ -6,10 +6,10 @@
     ids = translate(inputs)
 
 `inputs` are source ids `[b, s]` (EOS-terminated, PAD after). Decoded ids come
-back without BOS, with EOS when one was produced and PAD after it; their width
-`L` is the number of steps run, at most `max_decode_length` (by default the
-source width + 50, capped at the model's `max_length`). Decoding stops early once
-no sequence can change any more.
+back without BOS, with EOS when one was produced and PAD after it (PAD and BOS
+are never chosen as output tokens); their width `L` is that of the longest one,
+at most `max_decode_length` (by default the source width + 50, capped at the
+model's `max_length`). Decoding stops early once no result can change any more.
 
 The encoder runs once per batch and each step feeds one token through
 `model.decode_step` with a fixed-size key/value cache, inside a `tf.while_loop`
@@ -234,7 +234,11 @@ def beam_search(
         final["finished_scores"][:, 0],
         final["alive_log_probs"][:, 0] / length_penalty(steps, alpha),
     )
-    return best_ids[:, :steps], best_scores
+    # Beams that ran longer may have lost: keep only the columns the winners use.
+    longest = tf.reduce_max(
+        tf.reduce_sum(tf.cast(tf.not_equal(best_ids, features.PAD_ID), tf.int32), axis=1)
+    )
+    return best_ids[:, :longest], best_scores
 
 
 def sequence_log_prob(model: Transformer, inputs: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:

@@ -61,6 +61,13 @@ def create_strategy(
     name: str, *, num_gpus: int = -1, virtual_devices: int = 0
 ) -> tf.distribute.Strategy:
     name = resolve_strategy_name(name, num_gpus=num_gpus, virtual_devices=virtual_devices)
+    if name == "multi_worker":
+        # Before anything initializes the runtime: collectives are configured at startup.
+        if not cluster_spec():
+            raise ValueError(
+                "--strategy=multi_worker needs TF_CONFIG naming a cluster of at least two tasks"
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
     devices = local_devices(num_gpus=num_gpus, virtual_devices=virtual_devices)
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(devices[0])
@@ -68,12 +75,6 @@ def create_strategy(
         on_gpu = "GPU" in devices[0].upper()
         cross_device_ops = None if on_gpu else tf.distribute.ReductionToOneDevice()
         return tf.distribute.MirroredStrategy(devices=devices, cross_device_ops=cross_device_ops)
-    if name == "multi_worker":
-        if not cluster_spec():
-            raise ValueError(
-                "--strategy=multi_worker needs TF_CONFIG naming a cluster of at least two tasks"
-            )
-        return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy {name!r}")
 
 

@@ -36,8 +36,8 @@ from absl import logging
 
 from pipeline import features
 
-# Records parsed per `tf.io.parse_example` call: vectorized parsing is several times
-# faster than one call per record.
+# Records parsed per `tf.io.parse_example` call: one vectorized call amortizes the
+# per-call overhead that parsing record by record pays for every example.
 _PARSE_BATCH = 256
 # Files read concurrently by one pipeline; more mixing costs memory per open reader.
 _MAX_CYCLE_LENGTH = 16
@@ -102,6 +102,10 @@ def train_dataset(
 ) -> tf.data.Dataset:
     """One epoch of the train split for one input pipeline, shuffled and bucketed.
 
+    Examples of similar length share a batch, for both tasks: translation batches hold
+    as many pairs as the bucket's length allows within the token budget, classification
+    batches a fixed number of reviews. The last batch of each bucket may be smaller.
+
     Args:
       data_dir: the preprocessing output (local or gs://).
       metadata: `features.load_metadata(data_dir)`; its task picks the layout.
@@ -148,11 +152,13 @@ def eval_dataset(
     input_context: tf.distribute.InputContext | None = None,
     pad_to_bucket: bool = False,
 ) -> tf.data.Dataset:
-    """Every example of `split` in file order, batched like `train_dataset`.
+    """Every example of `split`, unshuffled and the same on every call.
 
-    Translation pairs longer than `max_length` are dropped (the preprocessing job
-    filters them already); classification inputs are truncated. Pipelines split the
-    records, not the files: evaluation splits usually have fewer shards than workers.
+    Batched as by `train_dataset` (same arguments): translation batches are bucketed by
+    length, classification batches keep the file order unless `pad_to_bucket`. Pairs
+    longer than `max_length` are dropped (the preprocessing job filters them already);
+    classification inputs are truncated. Pipelines split the records, not the files:
+    evaluation splits usually have fewer shards than there are workers.
     """
     batch_of = _batching(
         metadata.task, max_length, batch_tokens, batch_size, input_context, pad_to_bucket

@@ -19,7 +19,15 @@ import keras
 import tensorflow as tf
 
 from pipeline import features
-from trainer import checkpoints, distribution, input_pipeline, losses, preemption, reporting
+from trainer import (
+    bleu_eval,
+    checkpoints,
+    distribution,
+    input_pipeline,
+    losses,
+    preemption,
+    reporting,
+)
 from trainer.config import CONFIG_FILE, TrainConfig
 from trainer.model import build_model, shift_right
 from trainer.schedule import WarmupInverseSqrt
@@ -90,6 +98,8 @@ class Trainer:
             )
         _check_model_dir(config, self.meta, chief=self.chief)
         set_precision(config.precision)
+        # Same global seed on every (re)start: tf.data's seeded shuffles depend on it too.
+        keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
             self.model = build_model(config.model)
             self.schedule = WarmupInverseSqrt(
@@ -126,6 +136,7 @@ class Trainer:
         self.summaries = reporting.Summaries(config.model_dir, enabled=self.chief)
         self._train_step = self._make_train_step()
         self._eval_step = self._make_eval_step()
+        self._bleu = None
 
     # ---- the step ---------------------------------------------------------------------------
 
@@ -254,17 +265,13 @@ class Trainer:
             loss, correct, weight = loss + float(batch_loss), correct + float(c), weight + float(w)
         result = {"val_loss": loss / max(weight, 1.0), "val_accuracy": correct / max(weight, 1.0)}
         if self.config.task == features.TRANSLATION and self.config.eval_bleu_sentences:
-            from trainer import bleu_eval
-
-            result.update(
-                bleu_eval.validation_bleu(
-                    self.model,
+            if self._bleu is None:
+                self._bleu = bleu_eval.BleuEvaluator(
                     data_dir=self.config.data_dir,
                     metadata=self.meta,
                     num_sentences=self.config.eval_bleu_sentences,
-                    beam_size=self.config.eval_beam_size,
                 )
-            )
+            result.update(self._bleu(self.model, beam_size=self.config.eval_beam_size))
         return result
 
     def quality_metric(self) -> tuple[str, bool]:
@@ -293,7 +300,11 @@ class Trainer:
 
         while step < cfg.train_steps and not stop:
             epoch = int(self.state.epoch.numpy())
-            iterator = self._epoch_iterator(epoch, int(self.state.batch_in_epoch.numpy()))
+            # Each step takes grad_accum_steps batches per LOCAL replica from this worker's pipeline.
+            local_replicas = len(self.strategy.extended.worker_devices)
+            iterator = self._epoch_iterator(
+                epoch, int(self.state.batch_in_epoch.numpy()) * local_replicas
+            )
             while step < cfg.train_steps:
                 batches = self._next_batches(iterator)
                 if batches is None:
@@ -346,6 +357,7 @@ class Trainer:
                 if step % cfg.checkpoint_every == 0 or step == cfg.train_steps:
                     self.manager.save(checkpoint_number=step)
                 if step % cfg.eval_every == 0 or step == cfg.train_steps:
+                    eval_start = time.time()
                     result = self.evaluate()
                     entry = {"step": step, "epoch": epoch, **result}
                     if last_train_loss is not None:
@@ -372,6 +384,9 @@ class Trainer:
                     else:
                         evals_without_gain += 1
                     self.metrics.append(entry)
+                    window["start"] += (
+                        time.time() - eval_start
+                    )  # evaluation is not training throughput
                     if (
                         cfg.early_stopping_patience
                         and evals_without_gain >= cfg.early_stopping_patience
