@@ -518,3 +518,14 @@ def write_review_csv(path: str, *, n: int = REVIEW_SIZE, seed: int = 0) -> str:
             (text, features.CLASS_NAMES[label]) for text, label in reviews(n, seed=seed)
         )
     return path
+
+
+def write_held_out_files(directory: str, *, n: int = 200) -> str:
+    """Writes the held-out pairs as ``DIRECTORY/held_out.en`` and ``.de``; returns the prefix."""
+    os.makedirs(directory, exist_ok=True)
+    prefix = os.path.join(directory, "held_out")
+    pairs = held_out_translation_pairs(n)
+    for column, lang in enumerate(("en", "de")):
+        with open(f"{prefix}.{lang}", "w", encoding="utf-8") as f:
+            f.writelines(pair[column] + "\n" for pair in pairs)
+    return prefix

@@ -1,14 +1,27 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded default corpus (no downloads, no ../shared):
-# bootstrap .venv, then preprocess the English-German and review corpora into ./runs/demo.
+# bootstrap .venv, preprocess -> train the tiny Transformer -> translate held-out
+# sentences with beam search -> score them with sacreBLEU. Rerunning resumes training.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 export TF_CPP_MIN_LOG_LEVEL=2
 OUT=${OUT:-runs/demo}
+STEPS=${STEPS:-800}
 PY=.venv/bin/python
 
-echo "== preprocess: embedded English-German corpus -> $OUT/ende"
-$PY -m pipeline.preprocess --dataset=ende --output_dir="$OUT/ende" --vocab_size=2000 --num_shards=4 --overwrite
-echo "== preprocess: embedded review corpus -> $OUT/imdb"
-$PY -m pipeline.preprocess --dataset=imdb --output_dir="$OUT/imdb" --vocab_size=1000 --num_shards=2 --overwrite
+echo "== 1/4 preprocess: embedded English-German corpus -> $OUT/data"
+$PY -m pipeline.preprocess --dataset=ende --output_dir="$OUT/data" --vocab_size=2000 --num_shards=4 --overwrite
+
+echo "== 2/4 train: tiny preset, $STEPS steps on this CPU -> $OUT/model"
+$PY -m trainer.train --flagfile=configs/tiny.cfg --data_dir="$OUT/data" --model_dir="$OUT/model" \
+  --train_steps="$STEPS" --eval_every=200 --checkpoint_every=200
+
+echo "== 3/4 translate: 200 held-out sentences (never seen in training), beam 4"
+$PY -c "from pipeline import default_corpus; default_corpus.write_held_out_files('$OUT/held_out')"
+$PY -m trainer.translate --model_dir="$OUT/model" --input="$OUT/held_out/held_out.en" \
+  --output="$OUT/held_out/held_out.hyp.de" --beam_size=4 --overwrite
+
+echo "== 4/4 score: sacreBLEU against the reference translations"
+paste -d '\n' "$OUT/held_out/held_out.en" "$OUT/held_out/held_out.hyp.de" | head -6
+.venv/bin/sacrebleu "$OUT/held_out/held_out.de" -i "$OUT/held_out/held_out.hyp.de" -m bleu -w 1

@@ -169,6 +169,25 @@ def test_mirrored_bf16_on_two_virtual_devices_then_resume(ende_data, tmp_path):
     assert "done at step 30" in second.stdout
 
 
+def test_xla_compiled_step_trains(ende_data, tmp_path):
+    # Short sequences and few steps: XLA compiles once per bucket shape.
+    result = train(
+        f"--data_dir={ende_data}",
+        f"--model_dir={tmp_path}",
+        *TINY,
+        "--xla",
+        "--max_length=24",
+        "--train_steps=8",
+        "--log_every=4",
+        "--eval_every=100",
+        "--eval_bleu_sentences=0",
+        timeout=600,
+    )
+    assert_ok(result)
+    curve = losses(result.stdout)
+    assert [s for s, _ in curve] == [2, 4] and curve[-1][1] < curve[0][1]
+
+
 @pytest.mark.parametrize("precision", ["mixed_float16", "float32"])
 def test_precisions_with_gradient_accumulation(precision, ende_data, tmp_path):
     result = train(

@@ -78,6 +78,8 @@ def _check_model_dir(config: TrainConfig, meta: features.Metadata, *, chief: boo
             "file": features.TOKENIZER_FILE,
             "sha256": meta.tokenizer.sha256,
             "vocab_size": meta.tokenizer.vocab_size,
+            # Inference normalizes text exactly as the training data was (pipeline.text.normalize).
+            "lowercase": bool(meta.options.get("lowercase", False)),
         }
         reporting.write_text_atomically(info_path, json.dumps(info, indent=2) + "\n")
 
@@ -168,27 +170,37 @@ class Trainer:
     def _make_train_step(self):
         model, optimizer = self.model, self.optimizer
 
+        variables = model.trainable_variables
+
+        def gradients(batch, global_weight):
+            """Forward and backward pass for one per-replica batch (XLA-compiled with --xla)."""
+            with tf.GradientTape() as tape:
+                loss_sum, correct, _ = self._loss_sums(batch, training=True)
+                scaled = optimizer.scale_loss(loss_sum / global_weight)
+            grads = [tf.convert_to_tensor(g) for g in tape.gradient(scaled, variables)]
+            return grads, loss_sum, correct
+
+        if self.config.xla:
+            # Only the math is compiled: the optimizer's cross-replica merge cannot be.
+            gradients = tf.function(gradients, jit_compile=True, reduce_retracing=True)
+
         def replica_step(batches):
             ctx = tf.distribute.get_replica_context()
             local_weight = tf.add_n([self._weights(b) for b in batches])
             global_weight = tf.maximum(
                 ctx.all_reduce(tf.distribute.ReduceOp.SUM, local_weight), 1.0
             )
-            variables = model.trainable_variables
             grads = [tf.zeros_like(v) for v in variables]
             loss_total = correct_total = tf.constant(0.0)
             for batch in batches:
-                with tf.GradientTape() as tape:
-                    loss_sum, correct, _ = self._loss_sums(batch, training=True)
-                    scaled = optimizer.scale_loss(loss_sum / global_weight)
-                for i, g in enumerate(tape.gradient(scaled, variables)):
-                    grads[i] = grads[i] + tf.convert_to_tensor(g)
+                batch_grads, loss_sum, correct = gradients(batch, global_weight)
+                grads = [a + b for a, b in zip(grads, batch_grads)]
                 loss_total += loss_sum
                 correct_total += correct
             optimizer.apply_gradients(zip(grads, variables))
             return loss_total, correct_total, local_weight
 
-        @tf.function(reduce_retracing=True, jit_compile=False)
+        @tf.function(reduce_retracing=True)
         def train_step(batches):
             per_replica = self.strategy.run(replica_step, args=(batches,))
             return [
