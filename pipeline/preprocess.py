@@ -321,8 +321,15 @@ def prepare_output_dir(output_dir: str, *, overwrite: bool) -> None:
 def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     """Beam options from the flags this job does not own; refuses unknown ones."""
     options = PipelineOptions(beam_args)
-    known = options.get_all_options(retain_unknown_options=False)
-    unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(known))
+    # Beam would log "Discarding unparseable args"; we refuse them with one line instead.
+    beam_options_log = logging.getLogger("apache_beam.options.pipeline_options")
+    level = beam_options_log.level
+    beam_options_log.setLevel(logging.ERROR)
+    try:
+        known = options.get_all_options(retain_unknown_options=False)
+        unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(known))
+    finally:
+        beam_options_log.setLevel(level)
     if unknown:
         raise cli.UsageError(
             f"unknown flag --{unknown[0]} (neither a preprocess flag nor a Beam pipeline option)"

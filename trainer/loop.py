@@ -326,13 +326,15 @@ class Trainer:
                 loss_sum, _, weight = hook.run(self._train_step, batches)
                 self.state.batch_in_epoch.assign_add(cfg.grad_accum_steps)
                 step = self.state.step
-                window["loss"] += float(loss_sum)
-                window["weight"] += float(weight)
+                # Tensors, not floats: no host sync per step (it would stall an accelerator).
+                window["loss"] += loss_sum
+                window["weight"] += weight
                 window["steps"] += 1
                 if step % cfg.log_every == 0 or step == cfg.train_steps:
                     elapsed = time.time() - window["start"]
-                    last_train_loss = window["loss"] / max(window["weight"], 1.0)
-                    rate = window["weight"] / max(elapsed, 1e-9)
+                    window_weight = float(window["weight"])
+                    last_train_loss = float(window["loss"]) / max(window_weight, 1.0)
+                    rate = window_weight / max(elapsed, 1e-9)
                     lr = float(self.schedule(step - 1))
                     eta = (
                         (time.time() - run_start)
