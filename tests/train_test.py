@@ -34,6 +34,7 @@ TINY = [
     "--log_every=5",
     "--eval_bleu_sentences=8",
     "--shuffle_buffer=200",
+    "--noexport",  # one test below exports; the rest check training only
 ]
 STEP_LINE = re.compile(r"^step (\d+)/\d+\s+loss ([\d.]+)", re.M)
 
@@ -115,13 +116,17 @@ def test_one_device_trains_and_writes_every_output(ende_data, tmp_path):
         "--eval_every=20",
         "--checkpoint_every=20",
         "--strategy=one_device",
+        "--export",
     )
     assert_ok(result)
+    assert f"exported {model_dir}/export" in result.stdout
+    assert os.path.exists(os.path.join(model_dir, "export", "saved_model.pb"))
     curve = losses(result.stdout)
     assert [s for s, _ in curve] == [5, 10, 15, 20, 25, 30, 35, 40]
     assert curve[-1][1] < curve[0][1] * 0.9
     files = set(os.listdir(model_dir))
     assert {
+        "export",
         "config.json",
         "spm.model",
         "tokenizer.json",

@@ -47,7 +47,8 @@ class TrainConfig:
     eval_beam_size: int = 1
     log_every: int = 50
     early_stopping_patience: int = 0  # evaluations without improvement; 0 = off
-    average_checkpoints: int = 0  # export the average of the last K checkpoints; 0 = latest
+    average_checkpoints: int = 0  # export the average of the last K checkpoints; 0 = the best
+    export: bool = True  # write model_dir/export (a SavedModel) at the end
     seed: int = 0
     shuffle_buffer: int = 10_000
 

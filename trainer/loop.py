@@ -291,6 +291,18 @@ class Trainer:
             return ("bleu", True) if self.config.eval_bleu_sentences else ("val_loss", False)
         return "val_accuracy", True
 
+    def barrier(self) -> None:
+        """All workers meet here before exiting, so none sees a peer vanish mid-collective."""
+        if distribution.is_multi_worker(self.strategy):
+            ones = self.strategy.run(
+                tf.function(
+                    lambda: tf.distribute.get_replica_context().all_reduce(
+                        tf.distribute.ReduceOp.SUM, tf.constant(1.0)
+                    )
+                )
+            )
+            self.strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
+
     # ---- the loop ---------------------------------------------------------------------------
 
     def train(self) -> dict:
@@ -419,13 +431,33 @@ class Trainer:
         return {"step": step, "best": best, "metric": metric_name}
 
 
+EXPORT_DIR = "export"
+
+
 def train_and_evaluate(config: TrainConfig) -> dict:
-    """Trains (or resumes) the run in ``config.model_dir``; returns the final step and best metric."""
+    """Trains (or resumes) the run in ``config.model_dir``, then exports the model.
+
+    Returns the final step, the best metric and the export dir (None without --export).
+    """
     trainer = Trainer(config)
     try:
-        return trainer.train()
+        result = trainer.train()
     finally:
         set_precision("float32")
+    result["export_dir"] = None
+    if config.export and trainer.chief:
+        from trainer import export
+
+        result["export_dir"] = export.export_model(
+            model_dir=config.model_dir,
+            export_dir=f"{config.model_dir}/{EXPORT_DIR}",
+            checkpoint="best",
+            average_last=config.average_checkpoints,
+            overwrite=True,
+        )
+        print(f"exported {result['export_dir']}", flush=True)
+    trainer.barrier()
+    return result
 
 
 def config_summary(config: TrainConfig) -> str:

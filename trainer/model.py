@@ -53,6 +53,17 @@ def causal_mask(length):
     return (positions[:, None] >= positions[None, :])[None, None]
 
 
+def _track_for_checkpoints(model: keras.Model, blocks: list[keras.layers.Layer]) -> None:
+    """Makes each block an attribute, so tf.train.Checkpoint saves and restores it.
+
+    Keras 3 tracks layers kept in a Python list for its own weight lists, but the
+    TensorFlow object graph that tf.train.Checkpoint walks does not see inside the list:
+    without this, restoring a model alone silently leaves every block at its random init.
+    """
+    for block in blocks:
+        setattr(model, block.name, block)
+
+
 def _block_args(config: ModelConfig) -> dict[str, Any]:
     return dict(
         d_model=config.d_model,
@@ -86,6 +97,7 @@ class _EncoderModel(keras.Model):
             EncoderBlock(**_block_args(config), dtype=self.dtype_policy, name=f"encoder_{i}")
             for i in range(config.num_layers)
         ]
+        _track_for_checkpoints(self, self.encoder_blocks)
         self.encoder_norm = self._final_norm("encoder_norm")
         self._positions = sinusoidal_positions(config.max_length, config.d_model)
 
@@ -171,6 +183,7 @@ class Transformer(_EncoderModel):
             DecoderBlock(**_block_args(config), dtype=self.dtype_policy, name=f"decoder_{i}")
             for i in range(config.num_layers)
         ]
+        _track_for_checkpoints(self, self.decoder_blocks)
         self.decoder_norm = self._final_norm("decoder_norm")
 
     def build(self, inputs_shape=None):

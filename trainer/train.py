@@ -112,7 +112,10 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "average_checkpoints",
     _D["average_checkpoints"],
-    "Export the average of the last K checkpoints; 0 = the latest.",
+    "Export the average of the last K checkpoints; 0 = the best one (else the latest).",
+)
+flags.DEFINE_bool(
+    "export", _D["export"], "Export a SavedModel to MODEL_DIR/export at the end of training."
 )
 flags.DEFINE_integer("seed", _D["seed"], "Seed of the data order and initialization.")
 flags.DEFINE_integer("shuffle_buffer", _D["shuffle_buffer"], "Examples in the shuffle buffer.")

@@ -1,0 +1,523 @@
+"""Training throughput: the project's trainer against keras-hub layers trained with `model.fit`.
+
+    python scripts/bench_train.py --data_dir=/tmp/ende --append_to=docs/BENCHMARKS.md
+
+For each preset and precision, both sides train the same architecture on the same batches
+of a preprocessing output's train split, in the same process:
+
+* ours: `trainer.loop.Trainer` (one_device strategy) running its own `tf.function` step
+  on batches drawn the way its loop draws them, with the loop's per-step host sync;
+* keras-hub: `TransformerEncoder`/`TransformerDecoder` blocks, a tied `ReversibleEmbedding`
+  and `SinePositionEncoding`, compiled with Adam and a sparse cross-entropy that ignores
+  PAD, trained with `model.fit` (what a Keras user would write).
+
+Batches are the trainer's own length-bucketed, token-budget batches (`--batch_tokens`),
+materialized once in memory so that reading shards costs neither side anything. The
+first `--warmup` steps of each model (tracing) are not timed; then the two sides take
+turns, `--repeats` times, each timing `--steps` steps. Throughput counts non-PAD target
+tokens; the table reports the median over repeats and the ratio ours / keras-hub.
+With a GPU it also reports model FLOPs utilization (MFU) against `--peak_tflops`.
+Needs keras-hub: `pip install -e ".[bench]"`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+
+from absl import flags, logging
+
+from pipeline import cli, features
+from trainer.config import PRECISIONS
+from trainer.model_config import MODEL_PRESETS
+
+PROGRAM = "bench_train"
+SECTION_TITLE = "## Training throughput"
+FLAGS = flags.FLAGS
+_TRANSLATION_PRESETS = sorted(name for name in MODEL_PRESETS if name != "imdb")
+
+flags.DEFINE_string("data_dir", None, "A translation preprocessing output (with metadata.json).")
+flags.DEFINE_list("presets", ["tiny", "small"], f"Model presets, among {_TRANSLATION_PRESETS}.")
+flags.DEFINE_list(
+    "precisions", ["float32", "mixed_bfloat16"], f"Precisions, among {list(PRECISIONS)}."
+)
+flags.DEFINE_integer("steps", 30, "Timed training steps per run.")
+flags.DEFINE_integer("warmup", 5, "Untimed steps per model first (tracing, autotuning).")
+flags.DEFINE_integer("batch_tokens", 4096, "Token budget per batch, padding included.")
+flags.DEFINE_integer("repeats", 2, "Timed runs per side, alternating ours and keras-hub.")
+flags.DEFINE_float(
+    "peak_tflops", 989.0, "Accelerator peak TFLOP/s for MFU (989: H100/H200 dense bf16)."
+)
+flags.DEFINE_string(
+    "append_to", None, f"Markdown file whose '{SECTION_TITLE}' section is written or replaced."
+)
+
+flags.register_validator("steps", lambda v: v >= 1, "--steps must be at least 1")
+flags.register_validator("warmup", lambda v: v >= 1, "--warmup must be at least 1 (tracing)")
+flags.register_validator("batch_tokens", lambda v: v > 0, "--batch_tokens must be positive")
+flags.register_validator("repeats", lambda v: v >= 1, "--repeats must be at least 1")
+flags.register_validator("peak_tflops", lambda v: v > 0, "--peak_tflops must be positive")
+flags.register_validator(
+    "presets",
+    lambda v: bool(v) and all(p in _TRANSLATION_PRESETS for p in v),
+    f"--presets must name presets among {_TRANSLATION_PRESETS}",
+)
+flags.register_validator(
+    "precisions",
+    lambda v: bool(v) and all(p in PRECISIONS for p in v),
+    f"--precisions must name precisions among {list(PRECISIONS)}",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """One (preset, precision): target tokens/s of every timed run of each side."""
+
+    preset: str
+    precision: str
+    ours: list[float]
+    keras_hub: list[float]
+    ours_params: int
+    keras_hub_params: int
+    flops_per_token: float
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ours) / statistics.median(self.keras_hub)
+
+
+# ---- data --------------------------------------------------------------------------------------
+
+
+def fixed_batches(
+    *,
+    data_dir: str,
+    metadata,
+    batch_tokens: int,
+    max_length: int,
+    count: int,
+    pad_to_bucket: bool = False,
+):
+    """The first `count` training batches (the epoch repeats if shorter), cached in memory.
+
+    Returns `(dataset, target_tokens)`: a dataset of `{"inputs", "targets"}` batches and the
+    non-PAD target tokens of each, in order.
+    """
+    import tensorflow as tf
+
+    from trainer import input_pipeline
+
+    dataset = (
+        input_pipeline.train_dataset(
+            data_dir=data_dir,
+            metadata=metadata,
+            epoch=0,
+            seed=0,
+            max_length=max_length,
+            batch_tokens=batch_tokens,
+            pad_to_bucket=pad_to_bucket,
+        )
+        .repeat()
+        .take(count)
+        .cache()
+    )
+    target_tokens = [  # this pass fills the cache
+        int(tf.math.count_nonzero(batch[features.TARGETS] != features.PAD_ID))
+        for batch in dataset
+    ]
+    return dataset, target_tokens
+
+
+def _keras_pairs(dataset):
+    """`{"inputs", "targets"}` -> `((inputs, targets_in), targets)` for `model.fit`."""
+    import tensorflow as tf
+
+    def split(batch):
+        targets = batch[features.TARGETS]
+        bos = tf.fill([tf.shape(targets)[0], 1], features.BOS_ID)
+        return (batch[features.INPUTS], tf.concat([bos, targets[:, :-1]], axis=1)), targets
+
+    return dataset.map(split)
+
+
+# ---- the two sides -----------------------------------------------------------------------------
+
+
+def make_trainer(
+    *,
+    data_dir: str,
+    model_dir: str,
+    preset: str,
+    precision: str,
+    batch_tokens: int,
+    xla: bool = False,
+):
+    """The project's Trainer for `preset` on one device (it sets the global dtype policy)."""
+    from trainer.config import TrainConfig
+    from trainer.loop import Trainer
+    from trainer.model_config import model_config_from_preset
+
+    metadata = features.load_metadata(data_dir)
+    model = model_config_from_preset(
+        preset, vocab_size=metadata.tokenizer.vocab_size, task=metadata.task
+    )
+    config = TrainConfig(
+        data_dir=data_dir,
+        model_dir=model_dir,
+        model=model,
+        preset=preset,
+        batch_tokens=batch_tokens,
+        precision=precision,
+        strategy="one_device",
+        xla=xla,
+        eval_bleu_sentences=0,
+    )
+    return Trainer(config)
+
+
+def time_trainer(trainer, dataset) -> float:
+    """Seconds from the end of the first step to the end of the last, over `dataset`.
+
+    Batches come as the loop takes them (a distributed iterator, `_next_batches`), and
+    each step ends with the loop's host sync on the loss.
+    """
+    iterator = iter(trainer.strategy.distribute_datasets_from_function(lambda _: dataset))
+    start = None
+    while (batches := trainer._next_batches(iterator)) is not None:
+        loss_sum, _, _ = trainer._train_step(batches)
+        float(loss_sum)
+        start = start or time.perf_counter()
+    return time.perf_counter() - start
+
+
+def keras_hub_model(model_config, *, warmup_steps: int):
+    """The same encoder-decoder from keras-hub layers, compiled as a Keras user would.
+
+    Same sizes, post-LN, tied float32 embedding/output matrix scaled by sqrt(d_model),
+    sinusoidal positions, dropout, Adam with the paper's schedule. Differences that are
+    keras-hub's: its `dropout` also applies to attention probabilities, and the loss has
+    no label smoothing (Keras' sparse cross-entropy has none).
+    """
+    import keras
+    import keras_hub
+
+    from trainer.schedule import WarmupInverseSqrt
+
+    c = model_config
+    embedding = keras_hub.layers.ReversibleEmbedding(
+        c.vocab_size,
+        c.d_model,
+        embeddings_initializer=keras.initializers.RandomNormal(stddev=c.d_model**-0.5),
+        reverse_dtype="float32",
+        name="embedding",
+    )
+    positions = keras_hub.layers.SinePositionEncoding()
+    block = dict(
+        intermediate_dim=c.d_ff,
+        num_heads=c.num_heads,
+        dropout=c.dropout,
+        layer_norm_epsilon=1e-6,
+        normalize_first=c.norm_first,
+    )
+
+    def embed(ids):
+        x = embedding(ids) * c.d_model**0.5
+        return keras.layers.Dropout(c.dropout)(x + positions(x))
+
+    source = keras.Input(shape=(None,), dtype="int32", name="inputs")
+    targets_in = keras.Input(shape=(None,), dtype="int32", name="targets_in")
+    source_mask = keras.ops.not_equal(source, features.PAD_ID)
+    target_mask = keras.ops.not_equal(targets_in, features.PAD_ID)
+    memory = embed(source)
+    for _ in range(c.num_layers):
+        memory = keras_hub.layers.TransformerEncoder(**block)(memory, padding_mask=source_mask)
+    x = embed(targets_in)
+    for _ in range(c.num_layers):
+        x = keras_hub.layers.TransformerDecoder(**block)(
+            x,
+            memory,
+            decoder_padding_mask=target_mask,
+            encoder_padding_mask=source_mask,
+        )
+    logits = embedding(x, reverse=True)
+    model = keras.Model((source, targets_in), logits)
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            WarmupInverseSqrt(d_model=c.d_model, warmup_steps=warmup_steps),
+            beta_1=0.9,
+            beta_2=0.98,
+            epsilon=1e-9,
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, ignore_class=features.PAD_ID
+        ),
+    )
+    return model
+
+
+def time_fit(model, dataset, steps: int) -> float:
+    """Seconds from the end of the first batch to the end of the last, in `model.fit`."""
+    import keras
+
+    ends: list[float] = []
+
+    class BatchEnds(keras.callbacks.Callback):
+        # Defining on_train_batch_end makes Keras hand over the logs as Python numbers: a
+        # host sync per step, as in the trainer's loop.
+        def on_train_batch_end(self, batch, logs=None):
+            ends.append(time.perf_counter())
+
+    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[BatchEnds()])
+    if len(ends) != steps:
+        raise RuntimeError(f"model.fit ran {len(ends)} of {steps} steps")
+    return ends[-1] - ends[0]
+
+
+# ---- one configuration -------------------------------------------------------------------------
+
+
+def flops_per_target_token(*, params: int, num_layers: int, d_model: int, length: float) -> float:
+    """Training FLOPs per target token: 6 x parameters + 12 x layers x d_model x length.
+
+    Layers are the encoder's plus the decoder's; `length` is the mean padded target length.
+    """
+    return 6.0 * params + 12.0 * (2 * num_layers) * d_model * length
+
+
+def measure(
+    *,
+    data_dir: str,
+    preset: str,
+    precision: str,
+    batch_tokens: int,
+    steps: int,
+    warmup: int,
+    repeats: int,
+) -> Result:
+    """Builds both models under `precision` and times them in turns; restores float32."""
+    import keras
+
+    metadata = features.load_metadata(data_dir)
+    if metadata.task != features.TRANSLATION:
+        raise cli.UsageError(f"--data_dir: holds {metadata.task} data, not translation")
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench_train_") as model_dir:
+            trainer = make_trainer(
+                data_dir=data_dir,
+                model_dir=model_dir,
+                preset=preset,
+                precision=precision,
+                batch_tokens=batch_tokens,
+            )
+            model_config = trainer.config.model
+            baseline = keras_hub_model(model_config, warmup_steps=trainer.config.warmup_steps)
+            dataset, tokens = fixed_batches(
+                data_dir=data_dir,
+                metadata=metadata,
+                batch_tokens=batch_tokens,
+                max_length=model_config.max_length,
+                count=warmup + steps + 1,
+            )
+            warm, timed = dataset.take(warmup), dataset.skip(warmup)
+            timed_tokens = sum(tokens[warmup + 1 :])
+            time_trainer(trainer, warm)
+            time_fit(baseline, _keras_pairs(warm), warmup)
+            ours, theirs = [], []
+            for _ in range(repeats):
+                ours.append(timed_tokens / time_trainer(trainer, timed))
+                theirs.append(timed_tokens / time_fit(baseline, _keras_pairs(timed), steps + 1))
+            lengths = [int(b[features.TARGETS].shape[1]) for b in timed.skip(1)]
+            params = trainer.model.count_params()
+            return Result(
+                preset=preset,
+                precision=precision,
+                ours=ours,
+                keras_hub=theirs,
+                ours_params=params,
+                keras_hub_params=baseline.count_params(),
+                flops_per_token=flops_per_target_token(
+                    params=params,
+                    num_layers=model_config.num_layers,
+                    d_model=model_config.d_model,
+                    length=statistics.mean(lengths),
+                ),
+            )
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+        keras.backend.clear_session()
+
+
+# ---- the report --------------------------------------------------------------------------------
+
+
+def machine_facts() -> list[str]:
+    import keras
+    import keras_hub
+    import tensorflow as tf
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    facts = [
+        f"CPU: {cpu}, {os.cpu_count()} cores",
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, keras-hub {keras_hub.__version__}",
+    ]
+    for gpu in tf.config.list_physical_devices("GPU"):
+        name = tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+        facts.append(f"GPU: {name}")
+    return facts
+
+
+def format_report(
+    results: list[Result],
+    *,
+    command: str,
+    facts: list[str],
+    data_dir: str,
+    steps: int,
+    repeats: int,
+    batch_tokens: int,
+    peak_tflops: float | None,
+) -> str:
+    """The markdown body of the section: table, method, command, machine."""
+    header = "| preset | precision | ours tokens/s | keras-hub fit tokens/s | ratio |"
+    rule = "|---|---|---:|---:|---:|"
+    if peak_tflops:
+        header += " ours MFU |"
+        rule += "---:|"
+    rows = []
+    for r in results:
+        ours = statistics.median(r.ours)
+        row = (
+            f"| {r.preset} | {r.precision} | {ours:,.0f} | "
+            f"{statistics.median(r.keras_hub):,.0f} | {r.ratio:.2f}x |"
+        )
+        if peak_tflops:
+            row += f" {ours * r.flops_per_token / (peak_tflops * 1e12):.1%} |"
+        rows.append(row)
+    params = ", ".join(
+        f"{r.preset} {r.ours_params:,} vs {r.keras_hub_params:,}"
+        for r in results
+        if r.precision == results[0].precision
+    )
+    lines = [
+        header,
+        rule,
+        *rows,
+        "",
+        f"Target tokens/s (non-PAD), median of {repeats} alternating runs of {steps} steps "
+        f"per side, after untimed warmup steps. Both sides train the same length-bucketed "
+        f"batches of {batch_tokens} tokens (padding included) from `{data_dir}`, held in "
+        "memory. Ours: `trainer.loop.Trainer` step, one_device strategy. keras-hub: "
+        "`TransformerEncoder`/`TransformerDecoder`, tied `ReversibleEmbedding`, "
+        "`SinePositionEncoding`, Adam, `SparseCategoricalCrossentropy(ignore_class=0)`, "
+        f"`model.fit`. Parameters (ours vs keras-hub): {params}.",
+    ]
+    if peak_tflops:
+        lines.append(
+            f"MFU = tokens/s x (6 x parameters + 12 x layers x d_model x mean target length) "
+            f"/ {peak_tflops:g} TFLOP/s."
+        )
+    lines += ["", "```", command, "```", "", *(f"- {fact}" for fact in facts)]
+    return "\n".join(lines) + "\n"
+
+
+def replace_section(document: str, title: str, body: str) -> str:
+    """`document` with the `title` section (up to the next `## ` heading) set to `body`.
+
+    The section is appended when absent; every other section is kept as it was.
+    """
+    section = f"{title}\n\n{body.rstrip()}\n"
+    lines = document.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == title), None)
+    if start is None:
+        base = document.rstrip()
+        return f"{base}\n\n{section}" if base else f"# Benchmarks\n\n{section}"
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+    )
+    after = "".join(lines[end:])
+    return "".join(lines[:start]) + section + ("\n" + after if after else "")
+
+
+def write_section(path: str, body: str) -> None:
+    document = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            document = f.read()
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(replace_section(document, SECTION_TITLE, body))
+
+
+# ---- entry point -------------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected argument {argv[1]!r}")
+    if not FLAGS.data_dir:
+        raise cli.UsageError("--data_dir is required")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.set_verbosity(logging.WARNING)
+    try:
+        import keras_hub  # noqa: F401
+    except ImportError:
+        raise cli.UsageError(
+            "keras-hub is not installed; install the bench extra: pip install -e '.[bench]'"
+        ) from None
+    import tensorflow as tf
+
+    data_dir = FLAGS.data_dir.rstrip("/")
+    try:
+        features.load_metadata(data_dir)
+    except features.MetadataError as e:
+        raise cli.UsageError(f"--data_dir: {str(e).splitlines()[0]}") from None
+    results = []
+    for preset in FLAGS.presets:
+        for precision in FLAGS.precisions:
+            result = measure(
+                data_dir=data_dir,
+                preset=preset,
+                precision=precision,
+                batch_tokens=FLAGS.batch_tokens,
+                steps=FLAGS.steps,
+                warmup=FLAGS.warmup,
+                repeats=FLAGS.repeats,
+            )
+            print(
+                f"{preset} {precision}: ours {[round(v) for v in result.ours]} tokens/s, "
+                f"keras-hub {[round(v) for v in result.keras_hub]} tokens/s",
+                flush=True,
+            )
+            results.append(result)
+    command = shlex.join([os.path.relpath(sys.argv[0]) if sys.argv else PROGRAM, *sys.argv[1:]])
+    report = format_report(
+        results,
+        command=f"python {command}",
+        facts=machine_facts(),
+        data_dir=data_dir,
+        steps=FLAGS.steps,
+        repeats=FLAGS.repeats,
+        batch_tokens=FLAGS.batch_tokens,
+        peak_tflops=FLAGS.peak_tflops if tf.config.list_physical_devices("GPU") else None,
+    )
+    print(f"\n{SECTION_TITLE}\n\n{report}", end="")
+    if FLAGS.append_to:
+        write_section(FLAGS.append_to, report)
+        print(f"wrote the '{SECTION_TITLE}' section of {FLAGS.append_to}")
+
+
+if __name__ == "__main__":
+    cli.run_main(PROGRAM, main)

@@ -1,0 +1,196 @@
+"""The batch inference commands as users run them: trainer.translate and trainer.classify.
+
+Subprocesses on models the trainer CLI made (see infer_test.train_models): many
+files, two logical CPU devices against one, resume, --overwrite, the JSON lines of
+classify, and the one-line usage errors.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.infer_test import LONG_LINE, MAX_LENGTH, REVIEWS, SENTENCES, train_models
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def model_dirs(ende_data, imdb_data, tmp_path_factory) -> tuple[str, str]:
+    return train_models(ende_data, imdb_data, tmp_path_factory.mktemp("models"))
+
+
+def run(program: str, *flags: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", f"trainer.{program}", *flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def assert_ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def read(path) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return f.read().split("\n")[:-1]
+
+
+def test_translate_many_files_on_two_devices_then_resume_and_overwrite(model_dirs, tmp_path):
+    inputs = {
+        "a.en": SENTENCES[:3] + [""],
+        "b.en": ["Über den Fluß – café 🐍", LONG_LINE, "", SENTENCES[3]],
+        "c.en": SENTENCES[4:],
+    }
+    for name, lines in inputs.items():
+        (tmp_path / "in").mkdir(exist_ok=True)
+        (tmp_path / "in" / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    common = [
+        f"--model_dir={model_dirs[0]}",
+        f"--input={tmp_path}/in/*.en",
+        f"--output={out}",
+        "--beam_size=2",
+        "--max_decode_length=20",  # the same limit for every batch: results cannot depend on it
+        "--batch_tokens=120",
+    ]
+    first = run("translate", *common, "--virtual_devices=2")
+    assert_ok(first)
+    assert "/device:CPU:0, /device:CPU:1" in first.stderr
+    assert f"using checkpoint {model_dirs[0]}/best/ckpt-2 (best)" in first.stderr
+    stdout = first.stdout.strip().splitlines()
+    assert stdout[0] == f"1 lines truncated to {MAX_LENGTH - 1} tokens"
+    assert stdout[-1].startswith("translated 3 files, 11 lines, 9 sentences, ")
+    assert "sentences/s" in stdout[-1] and "target tokens/s" in stdout[-1]
+    on_two_devices = {name: read(out / name) for name in inputs}
+    for name, lines in inputs.items():
+        assert len(on_two_devices[name]) == len(lines)
+        assert [o == "" for o in on_two_devices[name]] == [line == "" for line in lines]
+
+    (out / "b.en").unlink()
+    resumed = run("translate", *common)
+    assert_ok(resumed)
+    assert f"skipping {tmp_path}/in/a.en: output complete" in resumed.stderr
+    assert f"skipping {tmp_path}/in/c.en: output complete" in resumed.stderr
+    assert f"wrote {out}/b.en (4 lines)" in resumed.stderr
+    assert "translated 1 files (2 skipped: output complete), 4 lines, 3 sentences" in (
+        resumed.stdout
+    )
+    assert read(out / "b.en") == on_two_devices["b.en"]
+
+    again = run("translate", *common, "--overwrite")
+    assert_ok(again)
+    assert "skipping" not in again.stderr
+    assert again.stdout.strip().splitlines()[-1].startswith("translated 3 files, 11 lines")
+    assert {name: read(out / name) for name in inputs} == on_two_devices
+
+
+def test_classify_writes_json_lines(model_dirs, tmp_path):
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("\n".join([REVIEWS[0], "", *REVIEWS[1:]]) + "\n", encoding="utf-8")
+    result = run(
+        "classify",
+        f"--model_dir={model_dirs[1]}",
+        f"--input={reviews}",
+        f"--output={tmp_path}/labels.jsonl",
+        "--batch_size=2",
+    )
+    assert_ok(result)
+    assert result.stdout.strip().startswith("classified 1 files, 6 lines, 5 sentences, ")
+    lines = read(tmp_path / "labels.jsonl")
+    assert len(lines) == 6 and lines[1] == ""
+    for line in lines[:1] + lines[2:]:
+        record = json.loads(line)
+        assert record["label"] in ("negative", "positive")
+        assert sum(record["probabilities"]) == pytest.approx(1.0, abs=1e-6)
+        assert record["probability"] == max(record["probabilities"])
+
+
+@pytest.mark.parametrize(
+    "program, flags, message",
+    [
+        ("translate", ["--model_dir=m", "--output=o"], "--input is required"),
+        (
+            "translate",
+            ["--beam_size=0"],
+            "flag --beam_size=0: --beam_size must be a positive integer",
+        ),
+        (
+            "classify",
+            ["--batch_size=0"],
+            "flag --batch_size=0: --batch_size must be a positive integer",
+        ),
+        (
+            "classify",
+            ["--model_dir=MODEL_DIR", "--input=INPUT", "--output=o"],
+            "--model_dir: MODEL_DIR holds a translation model, not a classification model; "
+            "use trainer.translate",
+        ),
+    ],
+)
+def test_usage_errors_are_one_line(program, flags, message, model_dirs, tmp_path):
+    (tmp_path / "input.txt").write_text("A dog runs.\n")
+    replace = {"MODEL_DIR": model_dirs[0], "INPUT": f"{tmp_path}/input.txt"}
+    for old, new in replace.items():
+        flags = [f.replace(old, new) for f in flags]
+        message = message.replace(old, new)
+    result = run(program, *flags)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"{program}: error: {message}"
+    assert not os.path.exists(os.path.join(ROOT, "o"))
+
+
+def test_bench_translate_reports_four_decoders_and_keeps_other_sections(
+    model_dirs, tmp_path, capsys
+):
+    path = os.path.join(ROOT, "scripts", "bench_translate.py")
+    spec = importlib.util.spec_from_file_location("bench_translate", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    (tmp_path / "test.en").write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    (tmp_path / "test.de").write_text("\n".join(["Ein Satz."] * 7) + "\n", encoding="utf-8")
+    markdown = tmp_path / "BENCHMARKS.md"
+    markdown.write_text("# Benchmarks\n\n## Training throughput\n\nkept\n")
+    argv = [
+        f"--model_dir={model_dirs[0]}",
+        f"--source={tmp_path}/test.en",
+        f"--reference={tmp_path}/test.de",
+        "--limit=2",
+        "--beam_size=2",
+        "--max_decode_length=6",  # a short run: the textbook loop is slow by design
+        f"--append_to={markdown}",
+    ]
+    assert bench.main(argv) == 0
+    report = capsys.readouterr().out
+    assert report.startswith("## Translation decoding speed\n")
+    for row in (
+        "| (a) | textbook loop",
+        "| (b) | project decoder, cache off",
+        "| (c) |",
+        "| (d) |",
+    ):
+        assert row in report
+    assert "| 2 of 7 |" in report and "extrapolated" in report
+    assert "(a) = (c) on 2/2 sentences, (b) = (c) on 7/7." in report
+    assert "BLEU signature: `nrefs:1|case:mixed|" in report
+    assert "cached greedy (c) vs textbook (a): **" in report
+    document = markdown.read_text()
+    assert document == "# Benchmarks\n\n## Training throughput\n\nkept\n\n" + report
+    bench.write_section(str(markdown), report)  # a rerun replaces its section
+    assert markdown.read_text().count("## Translation decoding speed") == 1
+    assert "## Training throughput\n\nkept\n" in markdown.read_text()
+
+    missing = bench.main([f"--model_dir={model_dirs[0]}", f"--source={tmp_path}/none.en"])
+    assert missing == 2
+    assert f"{tmp_path}/none.en not found" in capsys.readouterr().err

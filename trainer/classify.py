@@ -1,0 +1,92 @@
+"""Classify the lines of text files (e.g. reviews) with a trained classification model dir.
+
+    python -m trainer.classify --model_dir=DIR --input='reviews/*.txt' --output=out/ \\
+        [--batch_size=64 --checkpoint=best --overwrite]
+
+Writes one JSON line per input line, in order:
+`{"label": "positive", "probability": 0.93, "probabilities": [0.07, 0.93]}`
+(`probability` is the label's); an empty input line gives an empty output line.
+Rerunning skips inputs whose output is complete. Naming and atomic writes are described
+in trainer/infer.py. Exit status 2 means a usage error (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import flags, logging
+
+from pipeline import cli, features
+
+PROGRAM = "classify"
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("model_dir", None, "A model dir written by trainer.train (local or gs://).")
+flags.DEFINE_string(
+    "input", None, "Text file or glob (local or gs://), one text per line; may match many."
+)
+flags.DEFINE_string(
+    "output",
+    None,
+    "Output file; a directory (OUTPUT/<input basename>) when --input matches several files, "
+    "OUTPUT exists as a directory or ends with '/'.",
+)
+flags.DEFINE_integer("batch_size", 64, "Lines per batch, per device.")
+flags.DEFINE_string(
+    "checkpoint", "best", "best (the newest in MODEL_DIR/best, else latest), latest, or a path."
+)
+flags.DEFINE_bool("overwrite", False, "Redo inputs whose output is already complete.")
+flags.DEFINE_bool("progress", None, "Progress bar on stderr; default: when stderr is a terminal.")
+flags.DEFINE_integer(
+    "virtual_devices",
+    0,
+    "Without GPUs: split the CPU into N logical devices, one model copy each (testing).",
+)
+
+flags.register_validator("batch_size", lambda v: v >= 1, "--batch_size must be a positive integer")
+flags.register_validator(
+    "virtual_devices", lambda v: v >= 0, "--virtual_devices must not be negative"
+)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected argument {argv[1]!r}")
+    for name in ("model_dir", "input", "output"):
+        if not getattr(FLAGS, name):
+            raise cli.UsageError(f"--{name} is required")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.set_verbosity(logging.ERROR)
+    from trainer import distribution, infer  # TensorFlow starts here
+
+    distribution.configure_devices(virtual_devices=FLAGS.virtual_devices)
+    try:
+        jobs = infer.plan_jobs(FLAGS.input, FLAGS.output)
+        loaded = infer.load_model_dir(
+            FLAGS.model_dir,
+            task=features.CLASSIFICATION,
+            checkpoint=FLAGS.checkpoint,
+            devices=distribution.local_devices(num_gpus=-1, virtual_devices=FLAGS.virtual_devices),
+        )
+        print(loaded.describe(), file=sys.stderr, flush=True)
+        summary = infer.classify_files(
+            loaded,
+            jobs,
+            batch_size=FLAGS.batch_size,
+            overwrite=FLAGS.overwrite,
+            progress=FLAGS.progress,
+        )
+    except infer.InferenceError as e:
+        raise cli.UsageError(str(e)) from None
+    for note in summary.notes():
+        print(note, flush=True)
+    print(f"classified {summary.describe()}", flush=True)
+
+
+def run() -> None:
+    cli.run_main(PROGRAM, main)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

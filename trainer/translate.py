@@ -1,0 +1,111 @@
+"""Translate text files with a trained model dir: one output line per input line, in order.
+
+    python -m trainer.translate --model_dir=DIR --input='texts/*.en' --output=out/ \\
+        [--beam_size=4 --alpha=0.6 --batch_tokens=4096 --checkpoint=best --overwrite]
+
+Rerunning the same command skips inputs whose output is complete and redoes the rest.
+Naming, batching and the atomic writes are described in trainer/infer.py. Exit status 2
+means a usage error (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import flags, logging
+
+from pipeline import cli, features
+
+PROGRAM = "translate"
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("model_dir", None, "A model dir written by trainer.train (local or gs://).")
+flags.DEFINE_string(
+    "input", None, "Text file or glob (local or gs://), one sentence per line; may match many."
+)
+flags.DEFINE_string(
+    "output",
+    None,
+    "Output file; a directory (OUTPUT/<input basename>) when --input matches several files, "
+    "OUTPUT exists as a directory or ends with '/'.",
+)
+flags.DEFINE_integer("beam_size", 4, "Beam width; 1 = greedy decoding.")
+flags.DEFINE_float("alpha", 0.6, "Length penalty exponent of beam search (GNMT).")
+flags.DEFINE_integer(
+    "batch_tokens", 4096, "Budget per batch: padded source tokens x beam_size, per device."
+)
+flags.DEFINE_integer(
+    "max_decode_length",
+    None,
+    "Longest output in tokens; default: source length + 50, at most the model's max_length.",
+)
+flags.DEFINE_string(
+    "checkpoint", "best", "best (the newest in MODEL_DIR/best, else latest), latest, or a path."
+)
+flags.DEFINE_bool("overwrite", False, "Redo inputs whose output is already complete.")
+flags.DEFINE_bool("progress", None, "Progress bar on stderr; default: when stderr is a terminal.")
+flags.DEFINE_integer(
+    "virtual_devices",
+    0,
+    "Without GPUs: split the CPU into N logical devices, one model copy each (testing).",
+)
+
+flags.register_validator("beam_size", lambda v: v >= 1, "--beam_size must be a positive integer")
+flags.register_validator("alpha", lambda v: v >= 0, "--alpha must not be negative")
+flags.register_validator(
+    "batch_tokens", lambda v: v >= 1, "--batch_tokens must be a positive integer"
+)
+flags.register_validator(
+    "max_decode_length",
+    lambda v: v is None or v >= 1,
+    "--max_decode_length must be a positive integer",
+)
+flags.register_validator(
+    "virtual_devices", lambda v: v >= 0, "--virtual_devices must not be negative"
+)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected argument {argv[1]!r}")
+    for name in ("model_dir", "input", "output"):
+        if not getattr(FLAGS, name):
+            raise cli.UsageError(f"--{name} is required")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.set_verbosity(logging.ERROR)
+    from trainer import distribution, infer  # TensorFlow starts here
+
+    distribution.configure_devices(virtual_devices=FLAGS.virtual_devices)
+    try:
+        jobs = infer.plan_jobs(FLAGS.input, FLAGS.output)
+        loaded = infer.load_model_dir(
+            FLAGS.model_dir,
+            task=features.TRANSLATION,
+            checkpoint=FLAGS.checkpoint,
+            devices=distribution.local_devices(num_gpus=-1, virtual_devices=FLAGS.virtual_devices),
+        )
+        print(loaded.describe(), file=sys.stderr, flush=True)
+        summary = infer.translate_files(
+            loaded,
+            jobs,
+            beam_size=FLAGS.beam_size,
+            alpha=FLAGS.alpha,
+            batch_tokens=FLAGS.batch_tokens,
+            max_decode_length=FLAGS.max_decode_length,
+            overwrite=FLAGS.overwrite,
+            progress=FLAGS.progress,
+        )
+    except infer.InferenceError as e:
+        raise cli.UsageError(str(e)) from None
+    for note in summary.notes():
+        print(note, flush=True)
+    print(f"translated {summary.describe()}", flush=True)
+
+
+def run() -> None:
+    cli.run_main(PROGRAM, main)
+
+
+if __name__ == "__main__":
+    sys.exit(run())
