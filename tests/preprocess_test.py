@@ -273,3 +273,33 @@ def test_gcs_input_and_output_through_beam(gcs_emulator, tmp_path):
     ]
     with FileSystems.open(out + "/metadata.json") as f:
         assert features.Metadata.from_json(f.read().decode()).written == 10
+
+
+def test_tfds_input(tmp_path):
+    import tensorflow_datasets as tfds
+
+    pairs = tfds.features.FeaturesDict({"de": tfds.features.Text(), "en": tfds.features.Text()})
+    train = [{"en": en, "de": de} for en, de in testdata.PAIRS]
+    testdata.write_tfds_dataset(
+        tmp_path / "tfds" / "tiny_pairs" / "de-en" / "1.0.0",
+        pairs,
+        {"train": train, "validation": [{"en": en, "de": de} for en, de in testdata.VAL_PAIRS]},
+    )
+    specs = sources.resolve_sources(
+        dataset="ende",
+        input="tfds:tiny_pairs/de-en",
+        validation_input=None,
+        test_input=None,
+        source_lang="en",
+        target_lang="de",
+        tfds_data_dir=str(tmp_path / "tfds"),
+    )
+    out = tmp_path / "out"
+    config = PreprocessConfig(
+        dataset="ende", output_dir=str(out), sources=tuple(specs), vocab_size=400, num_shards=2
+    )
+    meta = run(config)
+    assert {s: i.examples for s, i in meta.splits.items()} == {"train": 10, "validation": 2}
+    assert ("A boy jumps into the water.", "Ein Junge springt ins Wasser.") in read_split(
+        str(out), meta, "train"
+    )

@@ -16,6 +16,7 @@ import pytest
 
 from pipeline import sources
 from pipeline.sources import InputError, RawRecord, Reject, SourceSpec
+from tests import testdata
 
 REAL_DATA = Path("/work/shared/data")
 
@@ -302,35 +303,13 @@ def test_pickles_that_are_not_pair_arrays(tmp_path):
 # TFDS.
 
 
-def _prepare_tfds(version_dir: Path, feature_dict, splits: dict[str, list[dict]]) -> None:
-    """Writes a prepared TFDS dataset the way `tfds build` leaves it, without any download."""
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-
-    # TfDataBuilder would be shorter but needs importlib_resources, which this env lacks.
-    version_dir.mkdir(parents=True)
-    name = version_dir.parent.parent.name
-    for split, rows in splits.items():
-        shard = version_dir / f"{name}-{split}.tfrecord-00000-of-00001"
-        with tf.io.TFRecordWriter(str(shard)) as writer:
-            for row in rows:
-                writer.write(feature_dict.serialize_example(row))
-    tfds.folder_dataset.write_metadata(
-        data_dir=str(version_dir),
-        features=feature_dict,
-        split_infos=None,
-        filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
-        check_data=True,
-    )
-
-
 @pytest.fixture(scope="module")
 def tfds_dir(tmp_path_factory) -> Path:
     import tensorflow_datasets as tfds
 
     data_dir = tmp_path_factory.mktemp("tfds")
     pairs = tfds.features.FeaturesDict({"de": tfds.features.Text(), "en": tfds.features.Text()})
-    _prepare_tfds(
+    testdata.write_tfds_dataset(
         data_dir / "tiny_pairs" / "de-en" / "1.0.0",
         pairs,
         {
@@ -341,7 +320,7 @@ def tfds_dir(tmp_path_factory) -> Path:
     reviews = tfds.features.FeaturesDict(
         {"text": tfds.features.Text(), "label": tfds.features.ClassLabel(names=["neg", "pos"])}
     )
-    _prepare_tfds(
+    testdata.write_tfds_dataset(
         data_dir / "imdb_reviews" / "plain_text" / "1.0.0",
         reviews,
         {

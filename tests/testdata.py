@@ -8,6 +8,7 @@ import io
 import os
 import pickle
 import tarfile
+from pathlib import Path
 
 import numpy as np
 
@@ -104,3 +105,25 @@ def write_csv(path: str, reviews, *, extra_rows: list[list[str]] = ()) -> str:
         for row in extra_rows:
             writer.writerow(row)
     return path
+
+
+def write_tfds_dataset(version_dir: Path, feature_dict, splits: dict[str, list[dict]]) -> None:
+    """Writes a prepared TFDS dataset the way `tfds build` leaves it, without any download."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    # TfDataBuilder would be shorter but needs importlib_resources, which this env lacks.
+    version_dir.mkdir(parents=True)
+    name = version_dir.parent.parent.name
+    for split, rows in splits.items():
+        shard = version_dir / f"{name}-{split}.tfrecord-00000-of-00001"
+        with tf.io.TFRecordWriter(str(shard)) as writer:
+            for row in rows:
+                writer.write(feature_dict.serialize_example(row))
+    tfds.folder_dataset.write_metadata(
+        data_dir=str(version_dir),
+        features=feature_dict,
+        split_infos=None,
+        filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+        check_data=True,
+    )

@@ -189,3 +189,72 @@ def test_count_reasons_and_length_histogram():
             equal_to([("length/train/0/3", 2), ("length/train/1/4", 1), ("length/train/1/5", 1)]),
             label="hist",
         )
+
+
+def test_read_sources_splits_records_and_rejects(tmp_path):
+    from pipeline import sources
+
+    path = tmp_path / "pairs.tsv"
+    path.write_bytes(b"Hello\tHallo\nno tab\nbad \xff\tx\n")
+    spec = sources.SourceSpec(
+        sources.TSV,
+        str(path),
+        None,
+        (("flag", "--input"), ("source_column", "0"), ("target_column", "1")),
+    )
+    with TestPipeline() as p:
+        records, rejects = p | beam.Create([spec]) | transforms.ReadSources()
+        assert_that(
+            records | beam.Map(lambda r: (r.origin, r.fields)),
+            equal_to([(f"{path}:1", ("Hello", "Hallo"))]),
+            label="records",
+        )
+        assert_that(
+            rejects | beam.Map(lambda r: (r.origin, r.reason)),
+            equal_to([(f"{path}:2", "wrong_columns"), (f"{path}:3", "undecodable")]),
+            label="rejects",
+        )
+
+
+def test_train_tokenizer_uses_a_deterministic_hash_sample():
+    from pipeline import text
+
+    words = ["dog", "cat", "bird", "sees", "likes", "the", "a", "park", "Hund", "Katze"]
+    records = [
+        pair(f"the {a} {b}", f"die {b} {a}", split)
+        for a in words
+        for b in words
+        for split in ("train", "validation")
+    ]
+    train_texts = [f for r in records if r.split == "train" for f in r.fields]
+    expected_sample = sorted((text.content_hash(t), t) for t in train_texts)[:150]
+    expected = tokenizer.train([t for _, t in expected_sample], vocab_size=400)
+    with TestPipeline() as p:
+        model = (
+            p | beam.Create(records) | transforms.TrainTokenizer(vocab_size=400, sample_size=150)
+        )
+        assert_that(model, equal_to([expected]))
+
+
+def test_write_rejects_and_stats(tmp_path):
+    import json
+
+    from pipeline.sources import Reject
+
+    stats_path = str(tmp_path / "_stats.json")
+    with TestPipeline() as p:
+        (
+            p
+            | "Rejects" >> beam.Create([Reject("f:2", "wrong_columns", "1 column")])
+            | transforms.WriteRejects(output_dir=str(tmp_path))
+        )
+        (
+            p
+            | "Stats" >> beam.Create([("records", 3), ("dropped/empty", 1)])
+            | transforms.WriteStats(stats_path)
+        )
+    lines = (tmp_path / "rejected-00000-of-00001.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"origin": "f:2", "reason": "wrong_columns", "detail": "1 column"}
+    ]
+    assert json.loads(open(stats_path).read()) == {"dropped/empty": 1, "records": 3}
