@@ -34,6 +34,7 @@ setuptools.setup(
         "tensorflow>=2.21,<2.22",
         "tensorflow-datasets>=4.9",
         "tensorflow-text>=2.21,<2.22",
+        "tqdm>=4.66",  # progress bars of the batch inference commands
     ],
     extras_require={
         "gcp": ["google-cloud-aiplatform>=1.60"],

@@ -25,31 +25,15 @@ An input line that normalizes to nothing (empty, blank, only "<br />") gives the
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
-import numpy as np
 from absl import flags
 
-from pipeline import batch_inference, cli, features
+from pipeline import batch_inference, cli, features, predictions
 
 PROGRAM = "batch_classify"
 FLAGS = flags.FLAGS
-EMPTY_LINE_OUTPUT = "{}"
-DECIMALS = 6
-
-
-def format_classification(probabilities: np.ndarray) -> str:
-    """One row of the classify signature's output -> the output line (without "\\n")."""
-    values = [round(float(p), DECIMALS) for p in probabilities]
-    names = (
-        features.CLASS_NAMES
-        if len(values) == len(features.CLASS_NAMES)
-        else [str(i) for i in range(len(values))]
-    )
-    best = int(np.argmax(probabilities))
-    return json.dumps({"label": names[best], "probability": values[best], "probabilities": values})
 
 
 def define_flags() -> None:
@@ -88,8 +72,8 @@ def main(argv: list[str]) -> None:
         min_batch_size=FLAGS.min_batch_size,
         max_batch_size=FLAGS.max_batch_size,
         beam_args=argv[1:],
-        format_prediction=format_classification,
-        empty_output=EMPTY_LINE_OUTPUT,
+        format_prediction=predictions.format_classification,
+        empty_output=predictions.EMPTY_CLASSIFICATION,
     )
     print(batch_inference.summary("classified", outputs, counters))
 

@@ -15,7 +15,6 @@ import argparse
 import gzip
 import os
 import pathlib
-import platform
 import shutil
 import statistics
 import sys
@@ -24,7 +23,9 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import bench_report  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from pipeline import features, preprocess, sources, tokenizer  # noqa: E402
@@ -61,28 +62,6 @@ def job(prefix: str, output_dir: str, vocab_size: int) -> features.Metadata:
         dataset="ende", output_dir=output_dir, sources=tuple(specs), vocab_size=vocab_size
     )
     return preprocess.run_job(config, PipelineOptions([]), overwrite=True)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def write_section(path: str, text: str) -> None:
-    """Replaces this benchmark's section of the markdown file, keeping the others."""
-    existing = pathlib.Path(path).read_text(encoding="utf-8") if os.path.exists(path) else "# Benchmarks\n"
-    if SECTION in existing:
-        start = existing.index(SECTION)
-        end = existing.find("\n## ", start + len(SECTION))
-        existing = existing[:start] + existing[end + 1 if end != -1 else len(existing) :]
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(existing.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n")
 
 
 def main() -> int:
@@ -126,11 +105,11 @@ alternately in one process, median of {args.repeats}.
 | **job / loop time** | **{job_s / loop_s:.1f}x** | |
 
 Job counts: read {meta.read}, written {meta.written}, dropped {sum(meta.dropped.values())}.
-Machine: {cpu_model()}, {os.cpu_count()} cores. Command: `python scripts/bench_preprocess.py --repeats={args.repeats}`.
+Machine: {bench_report.machine()}. Command: `python scripts/bench_preprocess.py --repeats={args.repeats}`.
 """
     print(text)
     if args.append_to:
-        write_section(args.append_to, text)
+        bench_report.write_section(args.append_to, SECTION, text)
     return 0
 
 

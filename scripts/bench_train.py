@@ -11,12 +11,14 @@ of a preprocessing output's train split, in the same process:
   and `SinePositionEncoding`, compiled with Adam and a sparse cross-entropy that ignores
   PAD, trained with `model.fit` (what a Keras user would write).
 
-Batches are the trainer's own length-bucketed, token-budget batches (`--batch_tokens`),
-materialized once in memory so that reading shards costs neither side anything. The
-first `--warmup` steps of each model (tracing) are not timed; then the two sides take
-turns, `--repeats` times, each timing `--steps` steps. Throughput counts non-PAD target
-tokens; the table reports the median over repeats and the ratio ours / keras-hub.
-With a GPU it also reports model FLOPs utilization (MFU) against `--peak_tflops`.
+Batches are the trainer's own length-bucketed, token-budget batches (`--batch_tokens`):
+the first `--steps + 1` of the train split, held in memory so that reading shards costs
+neither side anything. Each model first takes `--warmup` untimed steps over them
+(tracing; under XLA every shape compiles, so warmup then covers all of them); then the
+two sides take turns, `--repeats` times, each timing one pass from the end of its first
+step to the end of its last. Throughput counts non-PAD target tokens; the table reports
+the median over repeats and the ratio ours / keras-hub. With a GPU it also reports
+model FLOPs utilization (MFU) against `--peak_tflops`.
 Needs keras-hub: `pip install -e ".[bench]"`.
 """
 
@@ -48,7 +50,17 @@ flags.DEFINE_list(
     "precisions", ["float32", "mixed_bfloat16"], f"Precisions, among {list(PRECISIONS)}."
 )
 flags.DEFINE_integer("steps", 30, "Timed training steps per run.")
-flags.DEFINE_integer("warmup", 5, "Untimed steps per model first (tracing, autotuning).")
+flags.DEFINE_integer(
+    "warmup",
+    5,
+    "Untimed steps per model first (tracing); raised to --steps + 1 under XLA, which "
+    "compiles each batch shape once.",
+)
+flags.DEFINE_bool(
+    "xla",
+    False,
+    "Ours with the trainer's --xla (XLA-compiled step, batches padded to bucket lengths).",
+)
 flags.DEFINE_integer("batch_tokens", 4096, "Token budget per batch, padding included.")
 flags.DEFINE_integer("repeats", 2, "Timed runs per side, alternating ours and keras-hub.")
 flags.DEFINE_float(
@@ -128,8 +140,7 @@ def fixed_batches(
         .cache()
     )
     target_tokens = [  # this pass fills the cache
-        int(tf.math.count_nonzero(batch[features.TARGETS] != features.PAD_ID))
-        for batch in dataset
+        int(tf.math.count_nonzero(batch[features.TARGETS] != features.PAD_ID)) for batch in dataset
     ]
     return dataset, target_tokens
 
@@ -184,14 +195,15 @@ def make_trainer(
 def time_trainer(trainer, dataset) -> float:
     """Seconds from the end of the first step to the end of the last, over `dataset`.
 
-    Batches come as the loop takes them (a distributed iterator, `_next_batches`), and
-    each step ends with the loop's host sync on the loss.
+    Each step is what `Trainer.train` does per step, less logging: take the batches as
+    the loop does (`_next_batches` on a distributed iterator), run the step, read the
+    step counter (the loop's host sync).
     """
     iterator = iter(trainer.strategy.distribute_datasets_from_function(lambda _: dataset))
     start = None
     while (batches := trainer._next_batches(iterator)) is not None:
-        loss_sum, _, _ = trainer._train_step(batches)
-        float(loss_sum)
+        trainer._train_step(batches)
+        trainer.state.step  # noqa: B018 (reading it waits for the step, as in the loop)
         start = start or time.perf_counter()
     return time.perf_counter() - start
 
@@ -273,7 +285,14 @@ def time_fit(model, dataset, steps: int) -> float:
         def on_train_batch_end(self, batch, logs=None):
             ends.append(time.perf_counter())
 
-    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[BatchEnds()])
+    model.fit(
+        dataset,
+        epochs=1,
+        steps_per_epoch=steps,
+        shuffle=False,
+        verbose=0,
+        callbacks=[BatchEnds()],
+    )
     if len(ends) != steps:
         raise RuntimeError(f"model.fit ran {len(ends)} of {steps} steps")
     return ends[-1] - ends[0]
@@ -299,13 +318,19 @@ def measure(
     steps: int,
     warmup: int,
     repeats: int,
+    xla: bool = False,
 ) -> Result:
-    """Builds both models under `precision` and times them in turns; restores float32."""
+    """Builds both models under `precision` and times them in turns; restores float32.
+
+    Both sides see the same `steps + 1` batches: `warmup` untimed steps cycle through
+    them first (so every shape is traced before the timing when `warmup > steps`), then
+    each timed run goes through them once. With `xla` ours trains on the same examples
+    padded to their bucket's length (the trainer's `--xla` input), keras-hub on the
+    batches as they come.
+    """
     import keras
 
     metadata = features.load_metadata(data_dir)
-    if metadata.task != features.TRANSLATION:
-        raise cli.UsageError(f"--data_dir: holds {metadata.task} data, not translation")
     try:
         with tempfile.TemporaryDirectory(prefix="bench_train_") as model_dir:
             trainer = make_trainer(
@@ -314,25 +339,32 @@ def measure(
                 preset=preset,
                 precision=precision,
                 batch_tokens=batch_tokens,
+                xla=xla,
             )
             model_config = trainer.config.model
             baseline = keras_hub_model(model_config, warmup_steps=trainer.config.warmup_steps)
-            dataset, tokens = fixed_batches(
+            batches = dict(
                 data_dir=data_dir,
                 metadata=metadata,
                 batch_tokens=batch_tokens,
                 max_length=model_config.max_length,
-                count=warmup + steps + 1,
+                count=steps + 1,
             )
-            warm, timed = dataset.take(warmup), dataset.skip(warmup)
-            timed_tokens = sum(tokens[warmup + 1 :])
-            time_trainer(trainer, warm)
-            time_fit(baseline, _keras_pairs(warm), warmup)
+            ours_batches, tokens = fixed_batches(**batches, pad_to_bucket=xla)
+            keras_batches = ours_batches
+            if xla:
+                keras_batches, keras_tokens = fixed_batches(**batches)
+                if keras_tokens != tokens:
+                    raise RuntimeError("padded and unpadded batches hold different examples")
+            keras_batches = _keras_pairs(keras_batches)
+            timed_tokens = sum(tokens[1:])
+            time_trainer(trainer, ours_batches.repeat().take(warmup))
+            time_fit(baseline, keras_batches.repeat().take(warmup), warmup)
             ours, theirs = [], []
             for _ in range(repeats):
-                ours.append(timed_tokens / time_trainer(trainer, timed))
-                theirs.append(timed_tokens / time_fit(baseline, _keras_pairs(timed), steps + 1))
-            lengths = [int(b[features.TARGETS].shape[1]) for b in timed.skip(1)]
+                ours.append(timed_tokens / time_trainer(trainer, ours_batches))
+                theirs.append(timed_tokens / time_fit(baseline, keras_batches, steps + 1))
+            lengths = [int(b[features.TARGETS].shape[1]) for b in ours_batches.skip(1)]
             params = trainer.model.count_params()
             return Result(
                 preset=preset,
@@ -386,6 +418,7 @@ def format_report(
     steps: int,
     repeats: int,
     batch_tokens: int,
+    xla: bool,
     peak_tflops: float | None,
 ) -> str:
     """The markdown body of the section: table, method, command, machine."""
@@ -417,7 +450,9 @@ def format_report(
         f"Target tokens/s (non-PAD), median of {repeats} alternating runs of {steps} steps "
         f"per side, after untimed warmup steps. Both sides train the same length-bucketed "
         f"batches of {batch_tokens} tokens (padding included) from `{data_dir}`, held in "
-        "memory. Ours: `trainer.loop.Trainer` step, one_device strategy. keras-hub: "
+        "memory. Ours: `trainer.loop.Trainer` step, one_device strategy"
+        + (", `--xla` (batches padded to their bucket's length)" if xla else "")
+        + ". keras-hub: "
         "`TransformerEncoder`/`TransformerDecoder`, tied `ReversibleEmbedding`, "
         "`SinePositionEncoding`, Adam, `SparseCategoricalCrossentropy(ignore_class=0)`, "
         f"`model.fit`. Parameters (ours vs keras-hub): {params}.",
@@ -442,9 +477,7 @@ def replace_section(document: str, title: str, body: str) -> str:
     if start is None:
         base = document.rstrip()
         return f"{base}\n\n{section}" if base else f"# Benchmarks\n\n{section}"
-    end = next(
-        (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-    )
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
     after = "".join(lines[end:])
     return "".join(lines[:start]) + section + ("\n" + after if after else "")
 
@@ -480,10 +513,17 @@ def main(argv: list[str]) -> None:
     import tensorflow as tf
 
     data_dir = FLAGS.data_dir.rstrip("/")
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    warmup = FLAGS.warmup
+    if FLAGS.xla or gpu:  # model.fit compiles with XLA on a GPU too
+        # Compilation per batch shape must happen before the timing: warm up on every batch.
+        warmup = max(warmup, FLAGS.steps + 1)
     try:
-        features.load_metadata(data_dir)
+        metadata = features.load_metadata(data_dir)
     except features.MetadataError as e:
         raise cli.UsageError(f"--data_dir: {str(e).splitlines()[0]}") from None
+    if metadata.task != features.TRANSLATION:
+        raise cli.UsageError(f"--data_dir: {data_dir} holds {metadata.task} data, not translation")
     results = []
     for preset in FLAGS.presets:
         for precision in FLAGS.precisions:
@@ -493,8 +533,9 @@ def main(argv: list[str]) -> None:
                 precision=precision,
                 batch_tokens=FLAGS.batch_tokens,
                 steps=FLAGS.steps,
-                warmup=FLAGS.warmup,
+                warmup=warmup,
                 repeats=FLAGS.repeats,
+                xla=FLAGS.xla,
             )
             print(
                 f"{preset} {precision}: ours {[round(v) for v in result.ours]} tokens/s, "
@@ -511,7 +552,8 @@ def main(argv: list[str]) -> None:
         steps=FLAGS.steps,
         repeats=FLAGS.repeats,
         batch_tokens=FLAGS.batch_tokens,
-        peak_tflops=FLAGS.peak_tflops if tf.config.list_physical_devices("GPU") else None,
+        xla=FLAGS.xla,
+        peak_tflops=FLAGS.peak_tflops if gpu else None,
     )
     print(f"\n{SECTION_TITLE}\n\n{report}", end="")
     if FLAGS.append_to:

@@ -35,6 +35,9 @@ import sys
 import time
 import warnings
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_report  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MULTI30K = os.path.join(REPO, "..", "shared", "data", "multi30k")
 DEFAULT_SOURCE = os.path.join(MULTI30K, "test_2016_flickr.en.gz")
@@ -250,21 +253,6 @@ def report(args: argparse.Namespace, m: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: str, section: str) -> None:
-    """Puts ``section`` into the markdown file at ``path``, replacing an earlier one."""
-    document = "# Benchmarks\n"
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            document = f.read()
-    if SECTION in document:
-        start = document.index(SECTION)
-        end = document.find("\n## ", start + len(SECTION))
-        document = document[:start] + (document[end + 1 :] if end != -1 else "")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(document.rstrip("\n") + "\n\n" + section)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     for path in (args.source, args.reference):
@@ -283,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     section = report(args, measure(args))
     print(section, end="")
     if args.append_to:
-        write_section(args.append_to, section)
+        bench_report.write_section(args.append_to, SECTION, section)
     return 0
 
 

@@ -19,7 +19,7 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  (the SavedModel's ops)
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import batch_classify, batch_inference, batch_translate, export_contract, text
+from pipeline import batch_inference, batch_translate, export_contract, text
 from pipeline.inference_handler import SavedModelHandler
 from tests import tiny_models
 
@@ -152,14 +152,6 @@ def test_output_naming_errors(tmp_path, pattern, output, message):
 def test_output_formats():
     assert batch_translate.one_line("a\nb\r\nc\u2028d\x1ce\tf\n") == "a b c d e\tf"
     assert batch_translate.format_translation(b"zwei\nZeilen") == "zwei Zeilen"
-    line = batch_classify.format_classification(np.array([0.25, 0.75], np.float32))
-    assert line == '{"label": "positive", "probability": 0.75, "probabilities": [0.25, 0.75]}'
-    tie = json.loads(batch_classify.format_classification(np.array([0.5, 0.5], np.float32)))
-    assert tie["label"] == "negative"
-    rounded = json.loads(batch_classify.format_classification(np.array([0.1234567, 0.8765433])))
-    assert rounded["probabilities"] == [0.123457, 0.876543]
-    three = json.loads(batch_classify.format_classification(np.array([0.2, 0.5, 0.3])))
-    assert three["label"] == "1" and three["probability"] == 0.5
 
 
 # ---- the jobs on the DirectRunner -----------------------------------------------------------

@@ -3,11 +3,12 @@
     python -m trainer.classify --model_dir=DIR --input='reviews/*.txt' --output=out/ \\
         [--batch_size=64 --checkpoint=best --overwrite]
 
-Writes one JSON line per input line, in order:
-`{"label": "positive", "probability": 0.93, "probabilities": [0.07, 0.93]}`
+Writes one JSON line per input line, in order, probabilities rounded to 6 places:
+`{"label": "positive", "probability": 0.912345, "probabilities": [0.087655, 0.912345]}`
 (`probability` is the label's); an empty input line gives an empty output line.
-Rerunning skips inputs whose output is complete. Naming and atomic writes are described
-in trainer/infer.py. Exit status 2 means a usage error (one line on stderr).
+Rerunning skips inputs whose output is complete. Every local GPU (else the CPU) gets
+its own copy of the model. Naming and atomic writes are described in trainer/infer.py.
+Exit status 2 means a usage error (one line on stderr).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("batch_size", 64, "Lines per batch, per device.")
 flags.DEFINE_string(
-    "checkpoint", "best", "best (the newest in MODEL_DIR/best, else latest), latest, or a path."
+    "checkpoint",
+    "best",
+    "best (the newest in MODEL_DIR/best, else latest), latest, a checkpoint path or a directory.",
 )
 flags.DEFINE_bool("overwrite", False, "Redo inputs whose output is already complete.")
 flags.DEFINE_bool("progress", None, "Progress bar on stderr; default: when stderr is a terminal.")

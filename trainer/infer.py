@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
 import os
 import queue
 import re
@@ -42,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from pipeline import features, text
+from pipeline import features, predictions, text
 from trainer import decode
 from trainer.infer_files import (
     FileJob,
@@ -69,7 +68,6 @@ __all__ = [
 ]
 
 DEFAULT_GROUP_LINES = 100_000
-CLASSIFICATION_DECIMALS = 6
 
 # Batches of any size and width share one traced graph: tracing a decoder takes seconds.
 _IDS_SPEC = tf.TensorSpec([None, None], tf.int32)
@@ -203,6 +201,7 @@ class _Task:
     """What runs on the replicas: one tf.function per replica, all with the `_IDS_SPEC` input."""
 
     task: str
+    empty_output = predictions.EMPTY_TRANSLATION
     functions: list
 
     def __init__(self, loaded: LoadedModel):
@@ -281,13 +280,11 @@ class _Classification(_Task):
     """Source ids -> one JSON line with the label and the class probabilities."""
 
     task = features.CLASSIFICATION
+    empty_output = predictions.EMPTY_CLASSIFICATION
 
     def __init__(self, loaded: LoadedModel, *, batch_size: int):
         super().__init__(loaded)
         self.batch_size = batch_size
-        n = loaded.config.model.num_classes
-        names = features.CLASS_NAMES
-        self.names = names if n == len(names) else tuple(str(i) for i in range(n))
         self.functions = [
             _cached(loaded, ("classify", i), lambda model=r.model: _make_classify_fn(model))
             for i, r in enumerate(loaded.replicas)
@@ -297,18 +294,7 @@ class _Classification(_Task):
         return plan_batches(lengths, batch_size=self.batch_size)
 
     def finish(self, source: Sequence[int], probabilities: np.ndarray) -> tuple[str, int]:
-        return format_classification(probabilities, self.names), 0
-
-
-def format_classification(probabilities: np.ndarray, names: Sequence[str]) -> str:
-    """One output line: `{"label", "probability", "probabilities"}`, rounded to 6 places.
-
-    The format pipeline/batch_classify.py writes too, byte for byte: json.dumps with its
-    default separators, keys in this order, the label the first most probable class.
-    """
-    values = [round(float(p), CLASSIFICATION_DECIMALS) for p in probabilities]
-    best = int(np.argmax(probabilities))
-    return json.dumps({"label": names[best], "probability": values[best], "probabilities": values})
+        return predictions.format_classification(probabilities), 0
 
 
 def _make_classify_fn(model) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -516,7 +502,7 @@ def _run_lines(loaded, task, lines: Sequence[str], summary: Summary, bar) -> lis
     summary.sentences += len(sources)
     summary.source_tokens += sum(len(ids) for ids in sources)
 
-    outputs = [""] * len(texts)
+    outputs = [task.empty_output] * len(texts)
     batches = task.plan([len(ids) for ids in sources])
     if batches:
         task.trace()

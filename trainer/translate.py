@@ -4,6 +4,8 @@
         [--beam_size=4 --alpha=0.6 --batch_tokens=4096 --checkpoint=best --overwrite]
 
 Rerunning the same command skips inputs whose output is complete and redoes the rest.
+Every local GPU (else the CPU) gets its own copy of the model and takes the next batch
+when it is free.
 Naming, batching and the atomic writes are described in trainer/infer.py. Exit status 2
 means a usage error (one line on stderr).
 """
@@ -41,7 +43,9 @@ flags.DEFINE_integer(
     "Longest output in tokens; default: source length + 50, at most the model's max_length.",
 )
 flags.DEFINE_string(
-    "checkpoint", "best", "best (the newest in MODEL_DIR/best, else latest), latest, or a path."
+    "checkpoint",
+    "best",
+    "best (the newest in MODEL_DIR/best, else latest), latest, a checkpoint path or a directory.",
 )
 flags.DEFINE_bool("overwrite", False, "Redo inputs whose output is already complete.")
 flags.DEFINE_bool("progress", None, "Progress bar on stderr; default: when stderr is a terminal.")

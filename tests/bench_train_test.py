@@ -1,0 +1,91 @@
+"""scripts/bench_train.py: a two-step run of the real benchmark on the small prepared dataset.
+
+keras-hub comes with the `bench` extra; without it these tests fail (they do not skip),
+so that CI cannot pass while the benchmark is broken.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "scripts", "bench_train.py")
+ROW = re.compile(
+    r"^\| tiny \| float32 \| ([\d,]+) \| ([\d,]+) \| ([\d.]+)x \|$",
+    re.M,
+)
+
+
+def bench(*flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, SCRIPT, *flags],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
+    )
+
+
+def require_keras_hub() -> None:
+    if importlib.util.find_spec("keras_hub") is None:
+        pytest.fail("keras-hub is not installed; the benchmark needs pip install -e '.[bench]'")
+
+
+@pytest.mark.slow
+def test_tiny_run_writes_the_table_into_its_own_section(ende_data, tmp_path):
+    require_keras_hub()
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text(
+        "# Benchmarks\n\n## Training throughput\n\nstale figures\n\n## Inference\n\nkept as is\n"
+    )
+    result = bench(
+        f"--data_dir={ende_data}",
+        "--presets=tiny",
+        "--precisions=float32",
+        "--steps=2",
+        "--warmup=1",
+        "--repeats=1",
+        f"--append_to={doc}",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    row = ROW.search(result.stdout)
+    assert row, result.stdout
+    ours, theirs, ratio = (float(group.replace(",", "")) for group in row.groups())
+    assert ours > 0 and theirs > 0 and ratio > 0
+    assert "TensorFlow 2." in result.stdout and "--steps=2" in result.stdout
+
+    text = doc.read_text()
+    assert "stale figures" not in text
+    assert text.count("## Training throughput") == 1
+    assert row.group(0) in text
+    assert text.endswith("## Inference\n\nkept as is\n")
+
+
+def last_line(text: str) -> str:
+    """The error line; TensorFlow's own start-up logging may precede it on stderr."""
+    return text.strip().splitlines()[-1]
+
+
+def test_usage_errors_are_one_line(tmp_path):
+    require_keras_hub()
+    result = bench(f"--data_dir={tmp_path}", "--presets=imdb")
+    assert result.returncode == 2
+    assert last_line(result.stderr) == (
+        "bench_train: error: flag --presets=['imdb']: --presets must name presets among "
+        "['base', 'big', 'small', 'tiny']"
+    )
+
+    result = bench(f"--data_dir={tmp_path}")
+    assert result.returncode == 2
+    assert last_line(result.stderr).startswith(
+        f"bench_train: error: --data_dir: {tmp_path}: no metadata.json"
+    )
+    assert "Traceback" not in result.stderr
