@@ -78,21 +78,50 @@ def feature_spec(task: str) -> dict[str, Any]:
 def serialize_example(
     task: str, inputs: list[int], targets: list[int] | None = None, label: int | None = None
 ) -> bytes:
-    """One serialized ``tf.train.Example`` in the layout ``feature_spec`` parses."""
-    from tensorflow.core.example import example_pb2, feature_pb2
+    """One serialized ``tf.train.Example`` in the layout ``feature_spec`` parses.
 
-    def ints(values: list[int]) -> feature_pb2.Feature:
-        return feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=values))
-
-    features = {INPUTS: ints(inputs)}
+    Written with the protobuf wire format directly: the Example message class lives inside
+    TensorFlow, and importing TensorFlow costs every Beam worker seconds for a few bytes.
+    tests/features_test.py checks the bytes parse to the same message TensorFlow builds.
+    """
     if task == TRANSLATION:
-        features[TARGETS] = ints(targets or [])
+        feature_map = {INPUTS: inputs, TARGETS: targets or []}
     elif task == CLASSIFICATION:
-        features[LABEL] = ints([int(label)])
+        feature_map = {INPUTS: inputs, LABEL: [int(label)]}
     else:
         raise ValueError(f"unknown task {task!r}")
-    example = example_pb2.Example(features=feature_pb2.Features(feature=features))
-    return example.SerializeToString()
+    entries = b""
+    for key in sorted(feature_map):
+        packed = b"".join(
+            _SMALL_VARINTS[v] if 0 <= v < _SMALL else _varint(v & 0xFFFFFFFFFFFFFFFF)
+            for v in feature_map[key]
+        )
+        int64_list = _field(1, packed)  # Int64List.value, packed
+        feature = _field(3, int64_list)  # Feature.int64_list
+        entry = _field(1, key.encode()) + _field(2, feature)  # map entry: key, value
+        entries += _field(1, entry)  # Features.feature
+    return _field(1, entries)  # Example.features
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+_SMALL = 1 << 16  # token ids: vocabularies are smaller than this
+_SMALL_VARINTS = [_varint(v) for v in range(_SMALL)]
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -7,6 +7,7 @@ so that CI cannot pass while the benchmark is broken.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -67,6 +68,39 @@ def test_tiny_run_writes_the_table_into_its_own_section(ende_data, tmp_path):
     assert text.count("## Training throughput") == 1
     assert row.group(0) in text
     assert text.endswith("## Inference\n\nkept as is\n")
+
+
+def replace_section(document: str, body: str) -> str:
+    """The script's own `replace_section`, run in a fresh interpreter: its absl flags must
+    not meet other modules' flags in this process."""
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import bench_train as b; "
+        "doc, body = json.loads(sys.argv[2]); "
+        "print(json.dumps(b.replace_section(doc, b.SECTION_TITLE, body)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, os.path.dirname(SCRIPT), json.dumps([document, body])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_section_is_created_appended_or_replaced_in_place():
+    assert replace_section("", "new") == "# Benchmarks\n\n## Training throughput\n\nnew\n"
+    assert replace_section("# B\n\n## Inference\n\nx\n", "new") == (
+        "# B\n\n## Inference\n\nx\n\n## Training throughput\n\nnew\n"
+    )
+    middle = "# B\n\n## Training throughput\n\nold\nolder\n\n## Inference\n\nx\n"
+    assert replace_section(middle, "new\n") == (
+        "# B\n\n## Training throughput\n\nnew\n\n## Inference\n\nx\n"
+    )
+    # Only the exact heading is ours; a longer one belongs to another benchmark.
+    other = "# B\n\n## Training throughput on TPUs\n\nx\n"
+    assert replace_section(other, "new") == other + "\n## Training throughput\n\nnew\n"
 
 
 def last_line(text: str) -> str:
