@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 export TF_CPP_MIN_LOG_LEVEL=2
 OUT=${OUT:-runs/demo}
-STEPS=${STEPS:-800}
+STEPS=${STEPS:-400}
 PY=.venv/bin/python
 
 echo "== 1/4 preprocess: embedded English-German corpus -> $OUT/data"

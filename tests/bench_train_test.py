@@ -123,3 +123,14 @@ def test_usage_errors_are_one_line(tmp_path):
         f"bench_train: error: --data_dir: {tmp_path}: no metadata.json"
     )
     assert "Traceback" not in result.stderr
+
+
+def test_a_budget_too_small_for_the_longest_pair_is_a_usage_error(ende_data):
+    require_keras_hub()
+    result = bench(f"--data_dir={ende_data}", "--presets=tiny", "--batch_tokens=100")
+    assert result.returncode == 2
+    assert last_line(result.stderr) == (
+        "bench_train: error: batch_tokens=100 over 1 replicas leaves 100 tokens per replica, "
+        "fewer than max_length=256: the longest pairs would not fit"
+    )
+    assert "Traceback" not in result.stderr
