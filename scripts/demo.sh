@@ -24,4 +24,4 @@ $PY -m trainer.translate --model_dir="$OUT/model" --input="$OUT/held_out/held_ou
 
 echo "== 4/4 score: sacreBLEU against the reference translations"
 paste -d '\n' "$OUT/held_out/held_out.en" "$OUT/held_out/held_out.hyp.de" | head -6
-.venv/bin/sacrebleu "$OUT/held_out/held_out.de" -i "$OUT/held_out/held_out.hyp.de" -m bleu -w 1
+.venv/bin/sacrebleu "$OUT/held_out/held_out.de" -i "$OUT/held_out/held_out.hyp.de" -m bleu -w 1 -f text
