@@ -110,7 +110,7 @@ def test_classify_writes_json_lines(model_dirs, tmp_path):
     assert_ok(result)
     assert result.stdout.strip().startswith("classified 1 files, 6 lines, 5 sentences, ")
     lines = read(tmp_path / "labels.jsonl")
-    assert len(lines) == 6 and lines[1] == ""
+    assert len(lines) == 6 and lines[1] == "{}"  # one JSON object per line, even when empty
     for line in lines[:1] + lines[2:]:
         record = json.loads(line)
         assert record["label"] in ("negative", "positive")
