@@ -59,6 +59,7 @@ setuptools.setup(
             "tp-translate=trainer.translate:run",
             "tp-classify=trainer.classify:run",
             "tp-export=trainer.export:run",
+            "tp-tune=trainer.tune:run",
             "tp-batch-translate=pipeline.batch_translate:run",
             "tp-batch-classify=pipeline.batch_classify:run",
             "tp-gcp=infra.gcp:run",

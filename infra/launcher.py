@@ -67,6 +67,17 @@ def check_cluster_name(name: str | None) -> None:
         )
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a number above 0 (argparse's message names the flag)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
 def add_cost_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry_run",
@@ -74,7 +85,10 @@ def add_cost_flags(parser: argparse.ArgumentParser) -> None:
         help="Print the exact requests, commands and scripts and the cost estimate; touch nothing.",
     )
     parser.add_argument(
-        "--hours", type=float, default=1.0, help="Expected run time, for the total cost estimate."
+        "--hours",
+        type=positive_float,
+        default=1.0,
+        help="Expected run time, for the total cost estimate.",
     )
     parser.add_argument(
         "--price_table",

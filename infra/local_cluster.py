@@ -15,6 +15,7 @@ resumes from the checkpoint.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shlex
@@ -260,6 +261,11 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(own)
     if args.num_workers < 1:
         raise launcher.LauncherError("N must be at least 1")
+    for name in ("grace_seconds", "max_relaunches"):
+        if getattr(args, name) < 0:
+            raise launcher.LauncherError(f"--{name} must not be negative")
+    if not _module_exists(args.module):
+        raise launcher.LauncherError(f"--module: no module named {args.module}")
     if not flags:
         raise launcher.LauncherError("give the trainer flags after --, e.g. -- --data_dir=DIR")
     if args.dry_run:
@@ -278,6 +284,13 @@ def main(argv: list[str]) -> int:
         module=args.module,
         grace_seconds=args.grace_seconds,
     )
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def _split(argv: list[str]) -> tuple[list[str], list[str]]:

@@ -28,11 +28,11 @@ one of the inputs, or several inputs with OUTPUT an existing file are refused.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
@@ -93,7 +93,20 @@ def resolve_outputs(pattern: str, output: str) -> dict[str, str]:
     for source, target in outputs.items():
         if _same_path(source, target):
             raise InferenceInputError(f"--output: {target} is also an input file")
+        _check_local_output(target)
     return outputs
+
+
+def _check_local_output(target: str) -> None:
+    """Refuses a local output that cannot be created, before the job reads anything."""
+    if FileSystems.get_scheme(target) is not None:
+        return
+    existing = os.path.dirname(os.path.abspath(target))
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        why = "not a directory" if not os.path.isdir(existing) else "not writable"
+        raise InferenceInputError(f"--output: cannot create {target} ({existing} is {why})")
 
 
 def _basename(path: str) -> str:
@@ -106,10 +119,6 @@ def _same_path(a: str, b: str) -> bool:
     return a == b
 
 
-def _compression(path: str) -> str:
-    return CompressionTypes.GZIP if path.endswith(".gz") else CompressionTypes.UNCOMPRESSED
-
-
 class ReadNumberedLinesFn(beam.DoFn):
     """input path -> ((path, line number), text) per line, plus (path, line count) tagged counts."""
 
@@ -119,8 +128,8 @@ class ReadNumberedLinesFn(beam.DoFn):
 
     def process(self, path: str):
         count = 0
-        with FileSystems.open(path, compression_type=_compression(path)) as f:
-            for count, raw in enumerate(iter(f.readline, b""), start=1):
+        with shards.open_decompressed(path) as f:
+            for count, raw in enumerate(_read_lines_of(f, path), start=1):
                 raw = raw[:-1] if raw.endswith(b"\n") else raw
                 raw = raw[:-1] if raw.endswith(b"\r") else raw
                 if count == 1 and raw.startswith(_UTF8_BOM):
@@ -133,6 +142,20 @@ class ReadNumberedLinesFn(beam.DoFn):
                 yield (path, count - 1), text
         self.lines.inc(count)
         yield beam.pvalue.TaggedOutput(_COUNTS, (path, count))
+
+
+def _read_lines_of(f, path: str):
+    """``f``'s lines; a damaged .gz is the user's InferenceInputError, not a worker crash."""
+    while True:
+        try:
+            raw = f.readline()
+        except shards.DECOMPRESSION_ERRORS as e:
+            raise InferenceInputError(
+                f"--input: cannot read {path} (corrupt compressed data: {e})"
+            ) from None
+        if not raw:
+            return
+        yield raw
 
 
 class SplitEmptyFn(beam.DoFn):
@@ -283,6 +306,12 @@ def run_from_args(
         outputs = resolve_outputs(input_pattern, output)
     except InferenceInputError as e:
         raise cli.UsageError(str(e)) from None
+    try:
+        warnings = export_contract.check_provenance(export_dir, metadata)
+    except export_contract.ExportMetadataError as e:
+        raise cli.UsageError(f"--export_dir: {e}") from None
+    for warning in warnings:
+        print(f"{program}: warning: {warning}", file=sys.stderr, flush=True)
     signature = export_contract.SIGNATURE_FOR_TASK[task]
     handler = SavedModelHandler(
         export_dir,
@@ -291,13 +320,16 @@ def run_from_args(
         min_batch_size=min_batch_size,
         max_batch_size=max_batch_size,
     )
-    counters = run_job(
-        outputs=outputs,
-        handler=handler,
-        format_prediction=format_prediction,
-        empty_output=empty_output,
-        options=options,
-    )
+    try:
+        counters = run_job(
+            outputs=outputs,
+            handler=handler,
+            format_prediction=format_prediction,
+            empty_output=empty_output,
+            options=options,
+        )
+    except InferenceInputError as e:  # raised in a worker, re-raised here with the step's name
+        raise cli.UsageError(str(e).split(" [while running")[0]) from None
     return outputs, counters
 
 

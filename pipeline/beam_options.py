@@ -7,8 +7,11 @@ run gets the options it cannot run without checked up front.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
+import re
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, SetupOptions
 
@@ -22,15 +25,28 @@ def pipeline_options(beam_args: list[str], *, program: str = "preprocess") -> Pi
     beam_options_log = logging.getLogger("apache_beam.options.pipeline_options")
     level = beam_options_log.level
     beam_options_log.setLevel(logging.ERROR)
+    usage = io.StringIO()
     try:
-        known = options.get_all_options(retain_unknown_options=False)
-        unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(known))
+        # argparse prints its usage and exits on a bad value (--direct_num_workers=x).
+        with contextlib.redirect_stderr(usage):
+            known = options.get_all_options(retain_unknown_options=False)
+            unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(known))
+    except SystemExit:
+        lines = usage.getvalue().strip().splitlines() or ["invalid Beam pipeline option"]
+        raise cli.UsageError(lines[-1].split(": error: ", 1)[-1]) from None
     finally:
         beam_options_log.setLevel(level)
     if unknown:
         raise cli.UsageError(
             f"unknown flag --{unknown[0]} (neither a {program} flag nor a Beam pipeline option)"
         )
+    if known.get("runner"):
+        from apache_beam.runners.runner import create_runner
+
+        try:
+            create_runner(known["runner"])
+        except (ValueError, ImportError) as e:
+            raise cli.UsageError(f"--runner: {str(e).split('. ')[0]}") from None
     if known.get("runner") and "dataflow" in str(known["runner"]).lower():
         gcp = options.view_as(GoogleCloudOptions)
         for name in ("project", "region", "temp_location"):
@@ -44,6 +60,20 @@ def pipeline_options(beam_args: list[str], *, program: str = "preprocess") -> Pi
         if not setup.setup_file:
             setup.setup_file = default_setup_file()
     return options
+
+
+# Option names whose values are credentials (Beam's --s3_secret_access_key, --s3_session_token,
+# ...): what a job records about its run must never hold them.
+_SECRET_OPTION = re.compile(r"secret|token|password|credential|access_key|api_key", re.IGNORECASE)
+
+
+def recordable_options(options: PipelineOptions) -> dict:
+    """The options set on the command line, credentials replaced by "<redacted>"."""
+    return {
+        name: "<redacted>" if _SECRET_OPTION.search(name) else value
+        for name, value in options.get_all_options(drop_default=True).items()
+        if value is not None
+    }
 
 
 def default_setup_file() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 
@@ -12,13 +13,42 @@ class UsageError(Exception):
     """A user error: bad flag, bad input. Printed as one line, exit status 2."""
 
 
+# What the file system says when an output cannot be written (or read), as TensorFlow,
+# Beam and Python word it; each error carries one of these however it was wrapped.
+_STORAGE_ERRORS = {
+    "No space left on device": "disk full",
+    "File too large": "disk full",
+    "Disk quota exceeded": "disk full",
+    "Read-only file system": "not writable",
+    "Permission denied": "permission denied",
+}
+_STORAGE_ERROR = re.compile("|".join(map(re.escape, _STORAGE_ERRORS)))
+STORAGE_ERROR_STATUS = 1
+
+
+def storage_error(error: BaseException) -> str | None:
+    """One line for an error of the file system (disk full, read-only); None for other errors."""
+    text = str(error)
+    match = _STORAGE_ERROR.search(text)
+    if not match:
+        return None
+    line = next((line for line in text.splitlines() if match.group(0) in line), text)
+    line = re.sub(r"\{\{[^}]*\}\}\s*", "", line)  # TensorFlow's graph-node prefix
+    line = re.sub(r"\s*\[(Op:|while running )[^\]]*\].*$", "", line)  # op / Beam step suffix
+    line = re.sub(r"^(\w+Error: )+", "", line.strip())
+    return f"{_STORAGE_ERRORS[match.group(0)]}: {line}"
+
+
 def fail(program: str, message: str, status: int = 2):
     print(f"{program}: error: {message}", file=sys.stderr)
     sys.exit(status)
 
 
 def run_main(program: str, main: Callable[[list[str]], None], *, known_only: bool = False) -> None:
-    """app.run with flag errors and UsageError reduced to one line on stderr."""
+    """app.run with flag errors, UsageError and file-system errors reduced to one line on stderr.
+
+    Exit status 2 for a usage error, 1 when the disk is full or an output not writable.
+    """
 
     def parse(argv: list[str]) -> list[str]:
         try:
@@ -31,5 +61,10 @@ def run_main(program: str, main: Callable[[list[str]], None], *, known_only: boo
             main(argv)
         except UsageError as e:
             fail(program, str(e))
+        except Exception as e:
+            message = storage_error(e)
+            if message is None:
+                raise
+            fail(program, message, STORAGE_ERROR_STATUS)
 
     app.run(guarded, flags_parser=parse)

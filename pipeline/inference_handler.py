@@ -48,7 +48,15 @@ class SavedModelHandler(ModelHandler[str, PredictionResult, Any]):
         import tensorflow as tf
         import tensorflow_text  # noqa: F401  (registers the SentencePiece and normalize ops)
 
-        return tf.saved_model.load(self._export_dir)
+        model = tf.saved_model.load(self._export_dir)
+        # The job checked metadata.json; this checks the graph itself keeps the contract.
+        signature = model.signatures.get(self._signature)
+        if signature is None or self._output_key not in signature.structured_outputs:
+            raise ValueError(
+                f"{self._export_dir}: no {self._signature!r} signature with output "
+                f"{self._output_key!r} (signatures: {sorted(model.signatures)})"
+            )
+        return model
 
     def run_inference(
         self,

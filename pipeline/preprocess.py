@@ -24,7 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import cli, features, shards, sources, tokenizer, transforms
-from pipeline.beam_options import pipeline_options
+from pipeline.beam_options import pipeline_options, recordable_options
 from pipeline.config import DEFAULT_MAX_TOKENS, PreprocessConfig
 
 PROGRAM = "preprocess"
@@ -293,7 +293,10 @@ def prepare_output_dir(output_dir: str, *, overwrite: bool) -> None:
     pattern = shards.join(output_dir, "*")
     existing = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
     if not existing and not FileSystems.exists(output_dir):
-        FileSystems.mkdirs(output_dir)
+        try:
+            FileSystems.mkdirs(output_dir)
+        except OSError as e:
+            raise cli.UsageError(f"--output_dir: cannot create {output_dir} ({e})") from None
     if not existing:
         return
     if not overwrite:
@@ -377,14 +380,16 @@ def run_job(
     prepare_output_dir(config.output_dir, overwrite=overwrite)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, config=config, tokenizer_bytes=given)
-    pipeline.run().wait_until_finish()
+    try:
+        pipeline.run().wait_until_finish()
+    except (sources.InputError, tokenizer.TokenizerError) as e:
+        # Raised by a step reading or training on the input; the runner appends the step.
+        raise cli.UsageError(str(e).split(" [while running")[0]) from None
 
     stats_path = shards.join(config.output_dir, STATS_FILE)
     raw = json.loads(shards.read_bytes(stats_path))
     model_bytes = shards.read_bytes(shards.join(config.output_dir, features.TOKENIZER_FILE))
-    recorded_options = {
-        k: v for k, v in options.get_all_options(drop_default=True).items() if v is not None
-    }
+    recorded_options = recordable_options(options)
     recorded_options.update({k: v for k, v in vars(config).items() if k not in ("sources",)})
     meta = build_metadata(config, raw, model_bytes, recorded_options)
     if not meta.reconciles():
@@ -423,6 +428,9 @@ def summary(meta: features.Metadata) -> str:
 
 def main(argv: list[str]) -> None:
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    # The runner logs a failing step's traceback before re-raising the same error, which
+    # run_main reports in one line (or with its traceback when it is not the user's).
+    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
     for name in ("dataset", "output_dir"):
         if getattr(FLAGS, name) is None:
             raise cli.UsageError(f"--{name} is required")

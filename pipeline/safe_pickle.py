@@ -75,7 +75,8 @@ def load_array(data: bytes) -> np.ndarray:
     except RefusedGlobalError:
         raise
     except Exception as e:  # malformed bytes can fail in any of a dozen ways
-        raise InvalidPickleError(f"{type(e).__name__}: {e}") from None
+        message = " ".join(str(e).split())  # some span lines; the user gets one
+        raise InvalidPickleError(f"{type(e).__name__}: {message}") from None
     if not isinstance(loaded, np.ndarray):
         raise InvalidPickleError(f"holds a {type(loaded).__name__}, not a NumPy array")
     return loaded

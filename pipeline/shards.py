@@ -8,9 +8,13 @@ and renamed into place, so a crash never leaves a file that looks complete.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import uuid
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Iterator
+from gzip import BadGzipFile, GzipFile
+from typing import BinaryIO
 
 import google_crc32c
 from apache_beam.io.filesystem import CompressionTypes
@@ -65,6 +69,26 @@ def write_tfrecords(path: str, records: Iterable[bytes]) -> int:
 
     write_atomically(path, framed(), gzip=True)
     return count
+
+
+# What reading a damaged .gz raises through ``open_decompressed``.
+DECOMPRESSION_ERRORS = (EOFError, zlib.error, BadGzipFile)
+
+
+@contextlib.contextmanager
+def open_decompressed(path: str) -> Iterator[BinaryIO]:
+    """``path`` opened for reading; gunzipped when its name ends in ".gz".
+
+    The .gz goes through Python's gzip, which checks the CRC and the length at the end of the
+    stream: a truncated or corrupted .gz raises one of DECOMPRESSION_ERRORS where Beam's own
+    reader would silently end early and lose the rest of the file.
+    """
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        if not path.endswith(".gz"):
+            yield raw
+            return
+        with GzipFile(fileobj=raw, mode="rb") as f:
+            yield f
 
 
 def read_bytes(path: str) -> bytes:

@@ -8,7 +8,8 @@ model this project trains agrees with the data contract.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Iterator
 
 import sentencepiece as spm
 
@@ -37,9 +38,33 @@ def train(
     """
     if vocab_size < MIN_VOCAB_SIZE:
         raise TokenizerError(f"vocab_size={vocab_size} is below the minimum {MIN_VOCAB_SIZE}")
+    sentences = iter(sentences)
+    first = next(sentences, None)
+    if first is None:
+        raise TokenizerError(
+            "no usable training text: every record was malformed, empty or filtered out"
+        )
     model = io.BytesIO()
+    try:
+        _train(
+            itertools.chain([first], sentences), model, vocab_size, model_type, character_coverage
+        )
+    except RuntimeError as e:  # SentencePiece refuses some texts (e.g. too many characters)
+        raise TokenizerError(
+            f"SentencePiece cannot train on this text ({str(e).splitlines()[0]})"
+        ) from None
+    return model.getvalue()
+
+
+def _train(
+    sentences: Iterator[str],
+    model: io.BytesIO,
+    vocab_size: int,
+    model_type: str,
+    character_coverage: float,
+) -> None:
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences),
+        sentence_iterator=sentences,
         model_writer=model,
         vocab_size=vocab_size,
         model_type=model_type,
@@ -56,7 +81,6 @@ def train(
         num_threads=1,
         minloglevel=2,
     )
-    return model.getvalue()
 
 
 class Tokenizer:

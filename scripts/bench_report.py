@@ -23,16 +23,35 @@ def machine() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores, TensorFlow {tf.__version__}"
 
 
+def replace_section(document: str, title: str, body: str) -> str:
+    """``document`` with the ``title`` section (up to the next ``## `` heading) set to ``body``.
+
+    Only a line that is exactly ``title`` starts the section (``## Training throughput``
+    is not ``## Training throughput (--xla)``). The section keeps its place; a new one is
+    appended; every other section is kept as it was.
+    """
+    section = f"{title}\n\n{body.strip()}\n"
+    lines = document.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == title), None)
+    if start is None:
+        base = document.rstrip()
+        return f"{base}\n\n{section}" if base else f"# Benchmarks\n\n{section}"
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    after = "".join(lines[end:])
+    return "".join(lines[:start]) + section + ("\n" + after if after else "")
+
+
 def write_section(path: str, title: str, text: str) -> None:
-    """Puts ``text`` (which starts with ``title``) into the markdown file, replacing that section."""
-    document = "# Benchmarks\n"
+    """Writes ``text`` (which may start with its ``title`` line) as that section of ``path``."""
+    body = text.strip()
+    if body.startswith(title + "\n") or body == title:
+        body = body[len(title) :]
+    document = ""
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             document = f.read()
-    if title in document:
-        start = document.index(title)
-        end = document.find("\n## ", start + len(title))
-        document = document[:start] + (document[end + 1 :] if end != -1 else "")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(document.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n")
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(replace_section(document, title, body))
+    os.replace(tmp, path)

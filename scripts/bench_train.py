@@ -19,7 +19,7 @@ two sides take turns, `--repeats` times, each timing one pass from the end of it
 step to the end of its last. Throughput counts non-PAD target tokens; the table reports
 the median over repeats and the ratio ours / keras-hub. With a GPU it also reports
 model FLOPs utilization (MFU) against `--peak_tflops`.
-Needs keras-hub: `pip install -e ".[bench]"`.
+Needs keras-hub (in the dev extra, which scripts/bootstrap.sh installs).
 """
 
 from __future__ import annotations
@@ -35,9 +35,12 @@ import time
 
 from absl import flags, logging
 
-from pipeline import cli, features
-from trainer.config import PRECISIONS
-from trainer.model_config import MODEL_PRESETS
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_report  # noqa: E402
+
+from pipeline import cli, features  # noqa: E402
+from trainer.config import PRECISIONS  # noqa: E402
+from trainer.model_config import MODEL_PRESETS  # noqa: E402
 
 PROGRAM = "bench_train"
 SECTION_TITLE = "## Training throughput"
@@ -467,34 +470,6 @@ def format_report(
     return "\n".join(lines) + "\n"
 
 
-def replace_section(document: str, title: str, body: str) -> str:
-    """`document` with the `title` section (up to the next `## ` heading) set to `body`.
-
-    The section is appended when absent; every other section is kept as it was.
-    """
-    section = f"{title}\n\n{body.rstrip()}\n"
-    lines = document.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == title), None)
-    if start is None:
-        base = document.rstrip()
-        return f"{base}\n\n{section}" if base else f"# Benchmarks\n\n{section}"
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    after = "".join(lines[end:])
-    return "".join(lines[:start]) + section + ("\n" + after if after else "")
-
-
-def write_section(path: str, body: str) -> None:
-    document = ""
-    if os.path.exists(path):
-        with open(path) as f:
-            document = f.read()
-    directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    with open(path, "w") as f:
-        f.write(replace_section(document, SECTION_TITLE, body))
-
-
 # ---- entry point -------------------------------------------------------------------------------
 
 
@@ -509,7 +484,7 @@ def main(argv: list[str]) -> None:
         import keras_hub  # noqa: F401
     except ImportError:
         raise cli.UsageError(
-            "keras-hub is not installed; install the bench extra: pip install -e '.[bench]'"
+            "keras-hub is not installed; install the dev extra: pip install -e '.[dev]' -c constraints.txt"
         ) from None
     import tensorflow as tf
 
@@ -559,10 +534,11 @@ def main(argv: list[str]) -> None:
         xla=FLAGS.xla,
         peak_tflops=FLAGS.peak_tflops if gpu else None,
     )
-    print(f"\n{SECTION_TITLE}\n\n{report}", end="")
+    title = SECTION_TITLE + (" with --xla" if FLAGS.xla else "")
+    print(f"\n{title}\n\n{report}", end="")
     if FLAGS.append_to:
-        write_section(FLAGS.append_to, report)
-        print(f"wrote the '{SECTION_TITLE}' section of {FLAGS.append_to}")
+        bench_report.write_section(FLAGS.append_to, title, report)
+        print(f"wrote the '{title}' section of {FLAGS.append_to}")
 
 
 if __name__ == "__main__":

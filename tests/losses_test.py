@@ -111,3 +111,31 @@ def test_label_smoothing_out_of_range_is_rejected(epsilon):
     targets, logits = _token_logits()
     with pytest.raises(ValueError, match=f"label_smoothing={epsilon} must be in"):
         losses.masked_cross_entropy(targets, logits, label_smoothing=epsilon)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.3])
+def test_gradient_matches_autodiff_of_the_explicit_smoothed_targets(epsilon):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    vocab = 11
+    logits = tf.constant(rng.normal(size=(2, 4, vocab)) * 3, tf.float32)
+    targets = rng.integers(1, vocab, size=(2, 4))
+    targets[1, 2:] = PAD
+    weights = (targets != PAD).astype("float32")
+    smoothed = np.full((2, 4, vocab), epsilon / (vocab - 1), "float32")
+    np.put_along_axis(smoothed, targets[..., None], 1 - epsilon, axis=-1)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        loss_sum, _ = losses.masked_cross_entropy(
+            targets, logits, label_smoothing=epsilon, subtract_min_entropy=False
+        )
+        explicit = -tf.reduce_sum(
+            tf.reduce_sum(smoothed * tf.nn.log_softmax(logits), axis=-1) * weights
+        )
+    np.testing.assert_allclose(float(loss_sum), float(explicit), rtol=1e-5)
+    np.testing.assert_allclose(
+        tape.gradient(loss_sum, logits).numpy(),
+        tape.gradient(explicit, logits).numpy(),
+        atol=1e-6,
+    )

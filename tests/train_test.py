@@ -357,6 +357,21 @@ def test_missing_metadata_is_refused(tmp_path):
     assert "no metadata.json" in result.stderr
 
 
+def test_a_train_split_with_no_example_that_fits_is_refused_not_looped(ende_data, tmp_path):
+    result = train(
+        f"--data_dir={ende_data}",
+        f"--model_dir={tmp_path / 'm'}",
+        *TINY,
+        "--max_length=2",
+        timeout=180,
+    )
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert (
+        last.startswith("train: error: --data_dir: ") and "no example fits --max_length=2" in last
+    )
+
+
 def test_resume_with_another_tokenizer_or_architecture_is_refused(
     ende_data, ende_data_other_tokenizer, tmp_path
 ):

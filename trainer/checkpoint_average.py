@@ -80,3 +80,16 @@ def average_checkpoints(model: keras.Model, paths: list[str]) -> None:
             total += np.asarray(variable.numpy(), np.float64)
     for total, variable in zip(sums, variables):
         variable.assign((total / len(paths)).astype(tf.as_dtype(variable.dtype).as_numpy_dtype))
+
+
+def save_model_weights(model: keras.Model, directory: str, *, step: int) -> str:
+    """Writes ``model``'s weights as ``DIRECTORY/ckpt-STEP`` that `restore_model` reads back.
+
+    The checkpoint has the layout of a training checkpoint without the optimizer slots,
+    and a state file with a path relative to ``directory``, so the directory can be
+    renamed (or copied to gs://) and ``--checkpoint=DIRECTORY`` still finds it.
+    """
+    holder = _TrainableVariables(model.trainable_variables)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=holder)
+    manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1)
+    return manager.save(checkpoint_number=step)

@@ -3,7 +3,8 @@
 tf.train.CheckpointManager writes the data files first and then atomically replaces
 the ``checkpoint`` state file, so the newest listed checkpoint is always complete.
 Restoring walks back from the newest when one fails to load (a corrupted file), with
-a warning. Every worker of a multi-worker run saves (the save is collective); only
+a warning. The temp dir of a write that a kill interrupted is removed at the next
+start. Every worker of a multi-worker run saves (the save is collective); only
 the chief's copy is kept.
 """
 
@@ -47,7 +48,8 @@ def restore_latest(checkpoint: tf.train.Checkpoint, directory: str) -> str | Non
             if i:
                 logging.warning("restored the older checkpoint %s instead", path)
             return path
-        except (tf.errors.OpError, ValueError, AssertionError) as e:
+        # A truncated data file surfaces as IndexError ("Read less bytes than requested").
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
             logging.warning(
                 "checkpoint %s does not load (%s); trying the previous one",
                 path,
@@ -69,6 +71,7 @@ class StepCheckpointManager(tf.train.CheckpointManager):
         self, state: TrainingState, directory: str, *, max_to_keep: int, restore_from: str
     ):
         super().__init__(state.checkpoint, directory, max_to_keep=max_to_keep)
+        remove_interrupted_writes(directory)
         self._state = state
         self._restore_from = restore_from
         self.restored_path: str | None = None
@@ -83,6 +86,17 @@ class StepCheckpointManager(tf.train.CheckpointManager):
     def restore_or_initialize(self):
         self.restored_path = restore_latest(self._state.checkpoint, self._restore_from)
         return self.restored_path
+
+
+def remove_interrupted_writes(directory: str) -> None:
+    """Deletes the ``ckpt-N_temp`` dirs of checkpoint writes a kill interrupted.
+
+    They never look like checkpoints (no ``.index`` beside them, not listed in the
+    state file), but a save at the same step would not clean them up either.
+    """
+    for path in tf.io.gfile.glob(f"{directory}/ckpt-*_temp"):
+        logging.warning("removing %s, left by an interrupted checkpoint write", path)
+        tf.io.gfile.rmtree(path)
 
 
 def latest_step(model_dir: str) -> int | None:

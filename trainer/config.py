@@ -51,6 +51,7 @@ class TrainConfig:
     export: bool = True  # write model_dir/export (a SavedModel) at the end
     seed: int = 0
     shuffle_buffer: int = 10_000
+    skip_corrupt_shards: bool = False  # else a corrupt shard stops the run, naming it
 
     def __post_init__(self):
         positive = (

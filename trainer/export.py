@@ -322,6 +322,12 @@ def class_names(config: TrainConfig) -> list[str]:
 
 def _check_export_dir(export_dir: str, *, overwrite: bool) -> None:
     if not tf.io.gfile.exists(export_dir):
+        # Found now, not after minutes of tracing: the export goes beside it, then is renamed.
+        parent = export_dir.rsplit("/", 1)[0] if "/" in export_dir else "."
+        try:
+            tf.io.gfile.makedirs(parent)
+        except tf.errors.OpError as e:
+            raise ExportError(f"--export_dir: cannot create {export_dir} ({e.message})") from None
         return
     if not tf.io.gfile.isdir(export_dir):
         raise ExportError(f"--export_dir: {export_dir} exists and is not a directory")

@@ -20,6 +20,7 @@ import gzip
 import os
 import re
 import uuid
+import zlib
 from collections.abc import Callable, Sequence
 
 import tensorflow as tf
@@ -95,7 +96,7 @@ def read_lines(path: str) -> tuple[list[str], int]:
     """The lines of ``path`` and how many of them had bytes that are not UTF-8."""
     try:
         data = _read_bytes(path)
-    except (tf.errors.OpError, OSError, EOFError) as e:
+    except (tf.errors.OpError, OSError, EOFError, zlib.error) as e:
         raise InferenceError(f"--input: cannot read {path} ({reason(e)})") from None
     if not data:
         return [], 0

@@ -70,7 +70,12 @@ def _check_model_dir(config: TrainConfig, meta: features.Metadata, *, chief: boo
                 "use a fresh --model_dir"
             )
     if chief:
-        gfile.makedirs(config.model_dir)
+        try:
+            gfile.makedirs(config.model_dir)
+        except tf.errors.OpError as e:
+            raise ModelDirError(
+                f"--model_dir: cannot create {config.model_dir} ({e.message})"
+            ) from None
         reporting.write_text_atomically(config_path, config.to_json())
         tokenizer_src = f"{config.data_dir}/{meta.tokenizer.file}"
         gfile.copy(tokenizer_src, f"{config.model_dir}/{features.TOKENIZER_FILE}", overwrite=True)
@@ -98,6 +103,12 @@ class Trainer:
             raise ModelDirError(
                 f"--data_dir holds {self.meta.task} data but the model is for {config.task}"
             )
+        if config.skip_corrupt_shards:
+            self.meta, notes = input_pipeline.without_corrupt_shards(
+                config.data_dir, self.meta, self.data_splits()
+            )
+            for note in notes:
+                print(f"warning: {note}", flush=True)
         _check_model_dir(config, self.meta, chief=self.chief)
         set_precision(config.precision)
         # Same global seed on every (re)start: tf.data's seeded shuffles depend on it too.
@@ -139,6 +150,10 @@ class Trainer:
         self._train_step = self._make_train_step()
         self._eval_step = self._make_eval_step()
         self._bleu = None
+
+    def data_splits(self) -> tuple[str, ...]:
+        """The splits training reads: train, and validation when there is one."""
+        return tuple(s for s in (features.TRAIN, features.VALIDATION) if s in self.meta.splits)
 
     # ---- the step ---------------------------------------------------------------------------
 
@@ -303,6 +318,44 @@ class Trainer:
             )
             self.strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
 
+    def is_eval_step(self, step: int) -> bool:
+        return step % self.config.eval_every == 0 or step == self.config.train_steps
+
+    def _evaluate_and_record(
+        self,
+        step: int,
+        epoch: int,
+        last_train_loss: float | None,
+        best: float | None,
+        evals_without_gain: int,
+    ) -> tuple[float | None, int]:
+        """Evaluates, logs the entry, saves the best checkpoint; -> (best, evals_without_gain)."""
+        metric_name, higher = self.quality_metric()
+        result = self.evaluate()
+        entry = {"step": step, "epoch": epoch, **result}
+        if last_train_loss is not None:
+            entry["train_loss"] = last_train_loss
+        if self.chief:
+            print(
+                "eval "
+                + "  ".join(
+                    f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items()
+                ),
+                flush=True,
+            )
+        self.summaries.write(
+            "eval", step, {k: v for k, v in result.items() if isinstance(v, float)}
+        )
+        value = result.get(metric_name)
+        if value is not None and (best is None or (value > best if higher else value < best)):
+            best, evals_without_gain = value, 0
+            self.best_manager.save(checkpoint_number=step)
+            entry["best"] = True
+        else:
+            evals_without_gain += 1
+        self.metrics.append(entry)
+        return best, evals_without_gain
+
     # ---- the loop ---------------------------------------------------------------------------
 
     def train(self) -> dict:
@@ -316,7 +369,12 @@ class Trainer:
         self.metrics.load(up_to_step=step)
         metric_name, higher = self.quality_metric()
         best = self.metrics.best(metric_name, higher_is_better=higher)
-        evals_without_gain = 0
+        evals_without_gain = self.metrics.evaluations_since_best()
+        if step and self.is_eval_step(step) and not self.metrics.has_step(step):
+            # Killed between this step's checkpoint and its evaluation: evaluate it now.
+            best, evals_without_gain = self._evaluate_and_record(
+                step, int(self.state.epoch.numpy()), None, best, evals_without_gain
+            )
         window = {"loss": 0.0, "weight": 0.0, "tokens": 0.0, "start": time.time(), "steps": 0}
         run_start, start_step = time.time(), step
         last_train_loss = None
@@ -329,12 +387,25 @@ class Trainer:
             iterator = self._epoch_iterator(
                 epoch, int(self.state.batch_in_epoch.numpy()) * local_replicas
             )
+            epoch_start = int(self.state.batch_in_epoch.numpy()) == 0
             while step < cfg.train_steps:
                 batches = self._next_batches(iterator)
                 if batches is None:
+                    if epoch_start:
+                        # An epoch with no batch at all would repeat forever.
+                        raise ValueError(
+                            f"--data_dir: the train split of {cfg.data_dir} yields no batch: "
+                            f"no example fits --max_length={cfg.model.max_length}"
+                            + (
+                                f" within --batch_tokens={cfg.batch_tokens}"
+                                if cfg.task == features.TRANSLATION
+                                else ""
+                            )
+                        )
                     self.state.epoch.assign_add(1)
                     self.state.batch_in_epoch.assign(0)
                     break
+                epoch_start = False
                 loss_sum, _, weight = hook.run(self._train_step, batches)
                 self.state.batch_in_epoch.assign_add(cfg.grad_accum_steps)
                 step = self.state.step
@@ -382,34 +453,11 @@ class Trainer:
                     }
                 if step % cfg.checkpoint_every == 0 or step == cfg.train_steps:
                     self.manager.save(checkpoint_number=step)
-                if step % cfg.eval_every == 0 or step == cfg.train_steps:
+                if self.is_eval_step(step):
                     eval_start = time.time()
-                    result = self.evaluate()
-                    entry = {"step": step, "epoch": epoch, **result}
-                    if last_train_loss is not None:
-                        entry["train_loss"] = last_train_loss
-                    if self.chief:
-                        print(
-                            "eval "
-                            + "  ".join(
-                                f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                for k, v in entry.items()
-                            ),
-                            flush=True,
-                        )
-                    self.summaries.write(
-                        "eval", step, {k: v for k, v in result.items() if isinstance(v, float)}
+                    best, evals_without_gain = self._evaluate_and_record(
+                        step, epoch, last_train_loss, best, evals_without_gain
                     )
-                    value = result.get(metric_name)
-                    if value is not None and (
-                        best is None or (value > best if higher else value < best)
-                    ):
-                        best, evals_without_gain = value, 0
-                        self.best_manager.save(checkpoint_number=step)
-                        entry["best"] = True
-                    else:
-                        evals_without_gain += 1
-                    self.metrics.append(entry)
                     window["start"] += (
                         time.time() - eval_start
                     )  # evaluation is not training throughput
@@ -442,6 +490,13 @@ def train_and_evaluate(config: TrainConfig) -> dict:
     trainer = Trainer(config)
     try:
         result = trainer.train()
+    except tf.errors.DataLossError:
+        named = input_pipeline.corrupt_shard_error(
+            config.data_dir, trainer.meta, trainer.data_splits()
+        )
+        if named is None:
+            raise
+        raise named from None
     finally:
         set_precision("float32")
     result["export_dir"] = None

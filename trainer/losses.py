@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+import tensorflow as tf
 from keras import ops
 
 from pipeline import features
@@ -27,28 +28,59 @@ from pipeline import features
 def _smoothed_cross_entropy(labels, logits, *, label_smoothing: float, subtract_min_entropy: bool):
     """Per-example loss: labels `[...]` int, logits `[..., C]` -> `[...]` float32.
 
-    With target `q = (1 - eps) at the label, eps / (C - 1) elsewhere` and
-    `log p = log_softmax(logits)`:
-    `-sum_c q_c log p_c = -(1 - eps - low) log p_label - low * sum_c log p_c`.
-    Expanding the sum avoids materializing a `[..., C]` one-hot.
+    With target `q = (1 - eps) at the label, eps / (C - 1) = low elsewhere`:
+    `-sum_c q_c log p_c = lse - (1 - eps - low) z_label - low * sum_c z_c`, where
+    `lse = logsumexp(z)`. TensorFlow's fused sparse cross-entropy kernel supplies
+    `lse - z_label` and its gradient `p - onehot` in one pass over the logits; the
+    smoothing adds one sum over the classes, and the gradient `p - q` is that
+    kernel's gradient shifted by constants (see `_fused_smoothed_cross_entropy`).
+    Materializing `log_softmax` instead costs several more passes over the
+    `[tokens, vocab]` logits, the largest tensor of a small model's step.
     """
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
-    logits = ops.cast(logits, "float32")
+    logits = tf.cast(logits, tf.float32)
     num_classes = logits.shape[-1]
-    log_probs = ops.log_softmax(logits, axis=-1)
-    label_log_probs = ops.take_along_axis(
-        log_probs, ops.expand_dims(ops.cast(labels, "int32"), -1), axis=-1
-    )[..., 0]
+    flat_logits = tf.reshape(logits, [-1, num_classes])
+    flat_labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
     if label_smoothing == 0.0:
-        return -label_log_probs
-    confidence = 1.0 - label_smoothing
+        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=flat_labels, logits=flat_logits
+        )
+    else:
+        loss = _fused_smoothed_cross_entropy(flat_labels, flat_logits, label_smoothing)
+        if subtract_min_entropy:
+            confidence, low = 1.0 - label_smoothing, label_smoothing / (num_classes - 1)
+            loss -= -(confidence * math.log(confidence) + label_smoothing * math.log(low))
+    return tf.reshape(loss, tf.shape(logits)[:-1])
+
+
+def _fused_smoothed_cross_entropy(labels, logits, label_smoothing: float):
+    """Label-smoothed cross-entropy of `logits [n, C]` against `labels [n]`, with its gradient.
+
+    `d loss / d z = p - q = (p - onehot) - low + (eps + low) onehot`: the fused kernel's
+    own gradient, shifted by a constant and by a sparse update at the labels.
+    """
+    num_classes = logits.shape[-1]
     low = label_smoothing / (num_classes - 1)
-    loss = -(confidence - low) * label_log_probs - low * ops.sum(log_probs, axis=-1)
-    if subtract_min_entropy:
-        min_entropy = -(confidence * math.log(confidence) + label_smoothing * math.log(low))
-        loss = loss - min_entropy
-    return loss
+    at_label = label_smoothing + low  # 1 - (1 - eps - low)
+    positions = tf.stack([tf.range(tf.shape(labels)[0]), labels], axis=1)
+
+    @tf.custom_gradient
+    def smoothed(z):
+        cross_entropy, cross_entropy_grad = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
+            features=z, labels=labels
+        )
+        label_logits = tf.gather_nd(z, positions)
+        loss = cross_entropy + at_label * label_logits - low * tf.reduce_sum(z, axis=-1)
+
+        def grad(upstream):
+            g = (cross_entropy_grad - low) * upstream[:, None]
+            return tf.tensor_scatter_nd_add(g, positions, at_label * upstream)
+
+        return loss, grad
+
+    return smoothed(logits)
 
 
 def masked_cross_entropy(

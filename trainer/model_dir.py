@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -123,6 +124,36 @@ def resolve_checkpoint(model_dir: str, checkpoint: str = "best") -> tuple[str, s
     raise InferenceError(f"--model_dir: {model_dir} has no checkpoint; train the model first")
 
 
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
+
+
+def _checked_origin(model_dir: str, path: str, choice: str, tokenizer_sha256: str) -> str:
+    """``choice``, with a warning when the checkpoint lies outside ``model_dir``.
+
+    Weights only make sense with the tokenizer they were trained with: a checkpoint from
+    another model dir whose tokenizer.json has another SHA-256 is refused.
+    """
+    if _absolute(path).startswith(_absolute(model_dir) + "/"):
+        return choice
+    directory = path.rsplit("/", 1)[0] if "/" in path else "."
+    for candidate in (directory, directory.rsplit("/", 1)[0] if "/" in directory else "."):
+        info = f"{candidate}/{TOKENIZER_INFO_FILE}"  # DIR/ckpt-N or DIR/best/ckpt-N
+        if not tf.io.gfile.exists(info):
+            continue
+        with tf.io.gfile.GFile(info) as f:
+            sha = json.load(f).get("sha256", "")
+        if sha != tokenizer_sha256:
+            raise InferenceError(
+                f"--checkpoint: {path} comes from {candidate}, trained with another tokenizer "
+                f"(sha256 {sha[:12]}) than --model_dir {model_dir} ({tokenizer_sha256[:12]})"
+            )
+        return f"{choice}; warning: outside --model_dir, from {candidate}, same tokenizer"
+    return (
+        f"{choice}; warning: outside --model_dir and in no model dir, so its tokenizer is unchecked"
+    )
+
+
 def load_model_dir(
     model_dir: str,
     *,
@@ -145,6 +176,7 @@ def load_model_dir(
         )
     tok, lowercase = load_tokenizer(model_dir)
     path, choice = resolve_checkpoint(model_dir, checkpoint)
+    choice = _checked_origin(model_dir, path, choice, tok.sha256)
     if devices is None:
         devices = distribution.local_devices(num_gpus=-1, virtual_devices=0)
     saved_policy = keras.mixed_precision.dtype_policy()

@@ -47,6 +47,18 @@ class MetricsLog:
             )
             self.plot()
 
+    def has_step(self, step: int) -> bool:
+        return any(e["step"] == step for e in self.entries)
+
+    def evaluations_since_best(self) -> int:
+        """Evaluations after the newest one that set a best value (early stopping's count)."""
+        since = 0
+        for entry in reversed(self.entries):
+            if entry.get("best"):
+                break
+            since += 1
+        return since
+
     def best(self, metric: str, *, higher_is_better: bool) -> float | None:
         values = [e[metric] for e in self.entries if metric in e]
         if not values:

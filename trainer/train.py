@@ -119,6 +119,12 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_integer("seed", _D["seed"], "Seed of the data order and initialization.")
 flags.DEFINE_integer("shuffle_buffer", _D["shuffle_buffer"], "Examples in the shuffle buffer.")
+flags.DEFINE_bool(
+    "skip_corrupt_shards",
+    _D["skip_corrupt_shards"],
+    "Check every shard at start (a full read) and train without the corrupt ones, printing "
+    "the examples lost; without it a corrupt shard stops the run with a message naming it.",
+)
 
 for _name in (
     "train_steps",
