@@ -183,9 +183,7 @@ def beam_search(
             tf.where(top_ends, _IMPOSSIBLE, top_log_probs), k=beam
         )
         cache_rows = tf.gather(top_origins, keep, batch_dims=1) + cache_row_offsets
-        cache = tf.nest.map_structure(
-            lambda t: tf.gather(t, tf.reshape(cache_rows, [-1]), axis=0), cache
-        )
+        cache = _reorder_self_attention(cache, tf.reshape(cache_rows, [-1]))
 
         # Candidates extending an impossible beam (only when vocab < 2 * beam) never count.
         newly_finished = tf.logical_and(top_ends, top_log_probs > _IMPOSSIBLE / 2)
@@ -239,6 +237,25 @@ def beam_search(
         tf.reduce_sum(tf.cast(tf.not_equal(best_ids, features.PAD_ID), tf.int32), axis=1)
     )
     return best_ids[:, :longest], best_scores
+
+
+def _reorder_self_attention(cache: dict, rows: tf.Tensor) -> dict:
+    """The cache with each row's self-attention keys/values taken from row `rows[i]`.
+
+    Rows only ever move among the beams of one batch item, whose cross-attention
+    keys/values and memory mask are identical copies: those stay where they are,
+    which saves copying them at every step.
+    """
+    return {
+        **cache,
+        "layers": [
+            {
+                **layer,
+                "self": {name: tf.gather(t, rows, axis=0) for name, t in layer["self"].items()},
+            }
+            for layer in cache["layers"]
+        ],
+    }
 
 
 def sequence_log_prob(model: Transformer, inputs: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
