@@ -420,3 +420,19 @@ def one_line_error(output: str, program: str) -> str | None:
 
 def rng(seed: int) -> random.Random:
     return random.Random(seed)
+
+
+def check_unwritable_error(
+    report, suite: str, what: str, means: str, *, program: str, code: int, output: str
+) -> None:
+    """Checks a run against an unwritable `what` ended with status 1 or 2 and one line naming why."""
+    line = one_line_error(output, program)
+    report.check(
+        suite,
+        f"unwritable {what} ({means}): status, one-line error",
+        "1 or 2, one line naming the cause",
+        f"{code}, {line!r}",
+        code in (1, 2)
+        and line is not None
+        and any(c in line for c in ("Read-only", "not writable", "ermission denied")),
+    )

@@ -330,15 +330,8 @@ def suite_disk(report, args, data_dir, work_dir, rng):
             trainer_flags(args, data_dir, os.path.join(mount, "m"), "--train_steps=4"),
             log_path=os.path.join(work_dir, "read-only.log"),
         )
-        line = chaos.one_line_error(out, "train")
-        report.check(
-            suite,
-            f"unwritable model dir ({means}): exit status, one line",
-            "1 or 2, one line naming the cause",
-            f"{code}, {line!r}",
-            code in (1, 2)
-            and line is not None
-            and any(c in line for c in ("Read-only", "not writable", "ermission denied")),
+        chaos.check_unwritable_error(
+            report, suite, "model dir", means, program="train", code=code, output=out
         )
 
 

@@ -215,15 +215,8 @@ def disks(report: chaos.Report, args, work_dir: str, raw: str) -> None:
             job_flags(raw, output, args),
             log_path=os.path.join(work_dir, "read-only.log"),
         )
-        line = chaos.one_line_error(log, "preprocess")
-        report.check(
-            SUITE,
-            f"unwritable output dir ({means}): status, one-line error",
-            "1 or 2, one line naming the cause",
-            f"{code}, {line!r}",
-            code in (1, 2)
-            and line is not None
-            and any(c in line for c in ("Read-only", "not writable", "ermission denied")),
+        chaos.check_unwritable_error(
+            report, SUITE, "output dir", means, program="preprocess", code=code, output=log
         )
 
 

@@ -237,15 +237,8 @@ def disks(report: chaos.Report, args, work_dir: str, model_dir: str, inputs: str
             translate_flags(model_dir, inputs, os.path.join(mount, "out")),
             log_path=os.path.join(work_dir, "read-only.log"),
         )
-        line = chaos.one_line_error(log, "translate")
-        report.check(
-            SUITE,
-            f"unwritable output dir ({means}): status, one-line error",
-            "1 or 2, one line naming the cause",
-            f"{code}, {line!r}",
-            code in (1, 2)
-            and line is not None
-            and any(c in line for c in ("Read-only", "not writable", "ermission denied")),
+        chaos.check_unwritable_error(
+            report, SUITE, "output dir", means, program="translate", code=code, output=log
         )
 
 
