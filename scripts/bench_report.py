@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import sys
 
 
 def cpu_model() -> str:
@@ -21,6 +23,12 @@ def machine() -> str:
     import tensorflow as tf
 
     return f"{cpu_model()}, {os.cpu_count()} cores, TensorFlow {tf.__version__}"
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that reran this benchmark: `python scripts/NAME.py FLAGS...`."""
+    argv = sys.argv if argv is None else argv
+    return "python " + shlex.join([os.path.relpath(argv[0]), *argv[1:]])
 
 
 def replace_section(document: str, title: str, body: str) -> str:

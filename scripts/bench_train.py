@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -522,10 +521,9 @@ def main(argv: list[str]) -> None:
                 flush=True,
             )
             results.append(result)
-    command = shlex.join([os.path.relpath(sys.argv[0]) if sys.argv else PROGRAM, *sys.argv[1:]])
     report = format_report(
         results,
-        command=f"python {command}",
+        command=bench_report.command_line(),
         facts=machine_facts(),
         data_dir=data_dir,
         steps=FLAGS.steps,

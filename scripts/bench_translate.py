@@ -202,7 +202,7 @@ def measure(args: argparse.Namespace) -> dict:
     )
 
 
-def report(args: argparse.Namespace, m: dict) -> str:
+def report(args: argparse.Namespace, m: dict, command: str) -> str:
     """The markdown section for measurements ``m``."""
     r = m["results"]
 
@@ -250,6 +250,7 @@ def report(args: argparse.Namespace, m: dict) -> str:
             f"- (a) was timed on the first {m['textbook_timed']} sentences only (--limit); "
             "its rates are extrapolated from them."
         )
+    lines += ["", "```", command, "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -268,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{PROGRAM}: error: --model_dir: {args.model_dir} has no config.json", file=sys.stderr
         )
         return 2
-    section = report(args, measure(args))
+    command = bench_report.command_line([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
+    section = report(args, measure(args), command)
     print(section, end="")
     if args.append_to:
         bench_report.write_section(args.append_to, SECTION, section)

@@ -76,22 +76,22 @@ def test_attention_precomputed_key_value_cache_equals_projection():
 
 
 def test_attention_incremental_cache_matches_causal_attention():
-    length, max_len = 4, 6
+    length = 4
     attention = layers.MultiHeadAttention(HEADS, D_MODEL)
     x = _random(2, length, D_MODEL)
     causal = np.tril(np.ones((length, length), bool))[None, None]
     expected, _ = attention(x, x, attention_mask=causal)
 
-    empty = np.zeros((2, HEADS, max_len, D_MODEL // HEADS), "float32")
+    empty = np.zeros((2, HEADS, 0, D_MODEL // HEADS), "float32")
     cache = {"key": empty, "value": empty}
     for step in range(length):
-        mask = (np.arange(max_len) <= step)[None, None, None, :]
         token = x[:, step : step + 1]
-        output, cache = attention(token, token, attention_mask=mask, cache=cache, cache_index=step)
+        output, cache = attention(token, token, cache=cache, extend_cache=True)
         np.testing.assert_allclose(output[:, 0], expected[:, step], rtol=1e-5, atol=1e-5)
-        assert cache["key"].shape == empty.shape
-    # Positions never written stay zero.
-    np.testing.assert_array_equal(np.asarray(cache["value"])[:, :, length:], 0.0)
+        # The cache holds exactly the prefix: one position per token seen.
+        assert cache["key"].shape == (2, HEADS, step + 1, D_MODEL // HEADS)
+    full = attention.project_key_value(x)
+    np.testing.assert_allclose(cache["value"], full["value"], rtol=1e-6, atol=1e-6)
 
 
 def test_attention_rejects_indivisible_heads():
@@ -146,17 +146,15 @@ def test_decoder_block_cached_step_matches_full_call():
     expected, no_cache = block(x, memory, self_attention_mask=causal, memory_mask=memory_mask)
     assert no_cache is None
 
-    empty = np.zeros((1, HEADS, 3, D_MODEL // HEADS), "float32")
+    empty = np.zeros((1, HEADS, 0, D_MODEL // HEADS), "float32")
     self_cache = {"key": empty, "value": empty}
     cross_cache = block.project_memory(memory)
     for step in range(3):
         output, self_cache = block(
             x[:, step : step + 1],
-            self_attention_mask=(np.arange(3) <= step)[None, None, None, :],
             memory_mask=memory_mask,
             self_attention_cache=self_cache,
             cross_attention_cache=cross_cache,
-            cache_index=step,
         )
         np.testing.assert_allclose(output[:, 0], expected[:, step], rtol=1e-5, atol=1e-5)
 

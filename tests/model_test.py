@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import features
+from trainer import decode
 from trainer import model as model_lib
 from trainer.model_config import MODEL_PRESETS, ModelConfig, model_config_from_preset
 
@@ -111,10 +112,16 @@ def test_decode_step_runs_in_a_tf_while_loop():
             logits, cache = model.decode_step(targets_in[:, step], step, cache)
             return step + 1, cache, outputs.write(step, logits)
 
+        outputs = tf.TensorArray(tf.float32, size=length)
         _, _, outputs = tf.while_loop(
             lambda step, *_: step < length,
             body,
-            (tf.constant(0), cache, tf.TensorArray(tf.float32, size=length)),
+            (tf.constant(0), cache, outputs),
+            shape_invariants=(
+                tf.TensorShape([]),
+                decode.cache_shape_invariants(cache),
+                tf.TensorShape(None),
+            ),
         )
         return tf.transpose(outputs.stack(), (1, 0, 2))
 

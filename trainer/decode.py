@@ -12,9 +12,10 @@ at most `max_decode_length` (by default the source width + 50, capped at the
 model's `max_length`). Decoding stops early once no result can change any more.
 
 The encoder runs once per batch and each step feeds one token through
-`model.decode_step` with a fixed-size key/value cache, inside a `tf.while_loop`
-whose loop variables keep their shapes, so everything here works eagerly and
-inside `tf.function`. `greedy_decode_uncached` is the textbook baseline that
+`model.decode_step`, whose self-attention key/value cache holds just the prefix
+decoded so far (a step costs in proportion to the prefix, not to the length
+limit), inside a `tf.while_loop` that declares the caches' growing axis, so
+everything here works eagerly and inside `tf.function`. `greedy_decode_uncached` is the textbook baseline that
 re-runs the decoder over the whole prefix at every step.
 
 Beam search ranks hypotheses by the GNMT score `log P(y | x) / lp(|y|)` with
@@ -67,7 +68,9 @@ def greedy_decode(
         del ids  # the cache holds everything the prefix contributes
         return model.decode_step(last_ids, step, cache)
 
-    return _greedy_loop(next_logits, tf.shape(inputs)[0], max_len, cache)
+    return _greedy_loop(
+        next_logits, tf.shape(inputs)[0], max_len, cache, cache_shape_invariants(cache)
+    )
 
 
 def greedy_decode_uncached(
@@ -85,11 +88,14 @@ def greedy_decode_uncached(
         prefix = tf.concat([bos, ids[:, :step]], axis=1)
         return model.decode(prefix, memory, memory_mask)[:, -1, :], state
 
-    return _greedy_loop(next_logits, batch_size, max_len, ())
+    return _greedy_loop(next_logits, batch_size, max_len, (), ())
 
 
-def _greedy_loop(next_logits: Callable, batch_size, max_len, state) -> tf.Tensor:
-    """Runs `next_logits(ids, last_ids, step, state) -> (logits [b, v], state)` greedily."""
+def _greedy_loop(next_logits: Callable, batch_size, max_len, state, state_invariants) -> tf.Tensor:
+    """Runs `next_logits(ids, last_ids, step, state) -> (logits [b, v], state)` greedily.
+
+    `state_invariants` are the `tf.while_loop` shape invariants of `state`.
+    """
     positions = tf.range(max_len)
 
     def not_done(step, last_ids, ids, finished, state):
@@ -110,7 +116,8 @@ def _greedy_loop(next_logits: Callable, batch_size, max_len, state) -> tf.Tensor
         tf.zeros([batch_size], tf.bool),
         state,
     )
-    steps, _, ids, _, _ = tf.while_loop(not_done, extend, initial)
+    invariants = (*(tf.TensorShape(t.shape) for t in initial[:4]), state_invariants)
+    steps, _, ids, _, _ = tf.while_loop(not_done, extend, initial, shape_invariants=invariants)
     return ids[:, :steps]
 
 
@@ -219,7 +226,9 @@ def beam_search(
         "finished_flags": tf.zeros([batch_size, beam], tf.bool),
         "cache": cache,
     }
-    (final,) = tf.while_loop(not_done, extend, (initial,))
+    invariants = {name: tf.TensorShape(t.shape) for name, t in initial.items() if name != "cache"}
+    invariants["cache"] = cache_shape_invariants(cache)
+    (final,) = tf.while_loop(not_done, extend, (initial,), shape_invariants=(invariants,))
 
     steps = final["step"]
     any_finished = tf.reduce_any(final["finished_flags"], axis=1)
@@ -237,6 +246,28 @@ def beam_search(
         tf.reduce_sum(tf.cast(tf.not_equal(best_ids, features.PAD_ID), tf.int32), axis=1)
     )
     return best_ids[:, :longest], best_scores
+
+
+def cache_shape_invariants(cache: dict) -> dict:
+    """`tf.while_loop` shape invariants for a decoding cache (layout: `Transformer.init_cache`).
+
+    Self-attention keys/values grow by one position (axis 2) per step; the
+    rest keeps its shape.
+    """
+
+    def growing(t):
+        return tf.TensorShape([t.shape[0], t.shape[1], None, t.shape[3]])
+
+    return {
+        "memory_mask": tf.TensorShape(cache["memory_mask"].shape),
+        "layers": [
+            {
+                "self": {name: growing(t) for name, t in layer["self"].items()},
+                "cross": {name: tf.TensorShape(t.shape) for name, t in layer["cross"].items()},
+            }
+            for layer in cache["layers"]
+        ],
+    }
 
 
 def _reorder_self_attention(cache: dict, rows: tf.Tensor) -> dict:

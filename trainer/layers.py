@@ -18,11 +18,11 @@ A cache is a dict `{"key": [b, h, n, k], "value": [b, h, n, k]}` in the compute
 dtype. Batch is axis 0 of every cache tensor, so beam search can reorder a cache
 with `tf.gather(t, beam_indices, axis=0)` on each tensor.
 
-* Self-attention: `n = max_decode_len`, preallocated with zeros. Decoding step `i`
-  writes the new token's key/value at position `i` (`call(..., cache_index=i)`)
-  and attends with a mask allowing positions `<= i`; positions `> i` hold zeros
-  or stale values and must be masked by the caller. Shapes never change, so the
-  cache can be a `tf.while_loop` variable.
+* Self-attention: `n` = the number of tokens decoded so far; it starts empty
+  (`n = 0`) and each decoding step appends the new token's key/value
+  (`call(..., extend_cache=True)`), so every cached position is valid and no mask
+  is needed. Work per step grows with the prefix, not with the length limit;
+  inside a `tf.while_loop` the cache's axis 2 needs a `None` shape invariant.
 * Cross-attention: `n = source length`, filled once per batch by
   `project_key_value(memory)` and passed unchanged at every step.
 """
@@ -95,18 +95,18 @@ class TokenEmbedding(keras.layers.Layer):
 class MultiHeadAttention(keras.layers.Layer):
     """Scaled dot-product attention over `num_heads` heads, with an optional cache.
 
-    `call(query, key_value, *, attention_mask, cache, cache_index, training)`
+    `call(query, key_value, *, attention_mask, cache, extend_cache, training)`
     returns `(output [b, l, d_model], new_cache)`. Three modes:
 
     * `cache=None`: keys and values are projected from `key_value [b, m, d]`
       (`key_value=query` for self-attention); `new_cache` is None.
-    * `cache` and `cache_index` given (self-attention decoding): the new
-      token's key/value, projected from `key_value [b, 1, d]`, are written at
-      position `cache_index` of the preallocated cache and the query attends
-      over the whole cache; `new_cache` is the updated cache.
-    * `cache` given, `cache_index=None` (cross-attention decoding): attends over
-      the precomputed `cache` from `project_key_value`; `key_value` is ignored
-      and `new_cache` is `cache`.
+    * `cache` given and `extend_cache=True` (self-attention decoding): the new
+      token's key/value, projected from `key_value [b, 1, d]`, are appended to
+      the cache and the query attends over all of it; `new_cache` is the
+      longer cache.
+    * `cache` given, `extend_cache=False` (cross-attention decoding): attends
+      over the precomputed `cache` from `project_key_value`; `key_value` is
+      ignored and `new_cache` is `cache`.
     """
 
     def __init__(self, num_heads: int, d_model: int, *, dropout: float = 0.0, **kwargs):
@@ -148,18 +148,19 @@ class MultiHeadAttention(keras.layers.Layer):
         *,
         attention_mask=None,
         cache: Cache | None = None,
-        cache_index=None,
+        extend_cache: bool = False,
         training: bool = False,
     ):
         if cache is None:
             keys_values = self.project_key_value(key_value)
             new_cache = None
-        elif cache_index is None:
+        elif not extend_cache:
             keys_values = new_cache = cache
         else:
             step = self.project_key_value(key_value)
             keys_values = new_cache = {
-                name: _write_at(cache[name], step[name], cache_index) for name in ("key", "value")
+                name: ops.concatenate([cache[name], step[name]], axis=2)
+                for name in ("key", "value")
             }
         queries = self._split_heads(self.query_projection(query)) * self.head_dim**-0.5
         logits = ops.einsum("bhlk,bhmk->bhlm", queries, keys_values["key"])
@@ -185,16 +186,6 @@ class MultiHeadAttention(keras.layers.Layer):
         config = super().get_config()
         config.update(num_heads=self.num_heads, d_model=self.d_model, dropout=self.dropout)
         return config
-
-
-def _write_at(cache, update, index):
-    """Writes `update [b, h, 1, k]` at position `index` of `cache [b, h, n, k]`.
-
-    A select against a one-hot position rather than a scatter: the shape stays
-    static, it traces inside `tf.while_loop`, and XLA compiles it to an update.
-    """
-    at_index = ops.equal(ops.arange(ops.shape(cache)[2]), index)
-    return ops.where(at_index[:, None], update, cache)
 
 
 class FeedForward(keras.layers.Layer):
@@ -344,16 +335,17 @@ class DecoderBlock(_TransformerBlock):
     """Masked self-attention, cross-attention on the encoder memory, feed-forward.
 
     `call(inputs [b, l, d], memory [b, m, d] | None, *, self_attention_mask,
-    memory_mask, self_attention_cache, cross_attention_cache, cache_index,
-    training)` -> `(outputs [b, l, d], new_self_attention_cache | None)`.
+    memory_mask, self_attention_cache, cross_attention_cache, training)` ->
+    `(outputs [b, l, d], new_self_attention_cache | None)`.
 
     * `self_attention_mask`: bool, broadcastable to `[b, h, l, l]` (teacher
-      forcing: causal AND target padding) or `[b, h, 1, max_decode_len]` when
-      decoding with a cache (positions `<= cache_index`).
+      forcing: causal AND target padding); None when decoding with a cache,
+      which only ever holds the prefix.
     * `memory_mask`: `[b, m]` bool, True at real source tokens.
     * Teacher forcing: leave the caches None.
     * Incremental decoding (l = 1): pass both caches (layout in the module
-      docstring) and the step as `cache_index`; `memory` may be None because
+      docstring); the new token's self-attention key/value is appended to
+      `self_attention_cache`. `memory` may be None because
       the cross-attention keys/values come from `cross_attention_cache`, made
       once per batch by `project_memory`.
     """
@@ -392,7 +384,6 @@ class DecoderBlock(_TransformerBlock):
         memory_mask=None,
         self_attention_cache: Cache | None = None,
         cross_attention_cache: Cache | None = None,
-        cache_index=None,
         training: bool = False,
     ):
         x = inputs
@@ -402,7 +393,7 @@ class DecoderBlock(_TransformerBlock):
             y,
             attention_mask=self_attention_mask,
             cache=self_attention_cache,
-            cache_index=cache_index,
+            extend_cache=self_attention_cache is not None,
             training=training,
         )
         x = self._sublayer_output(

@@ -229,13 +229,15 @@ class Transformer(_EncoderModel):
         return self._logits(x)
 
     def init_cache(self, memory, memory_mask, max_decode_len: int) -> dict[str, Any]:
-        """The decoding state for `memory [b, s, d]`, good for `max_decode_len` steps.
+        """The decoding state for `memory [b, s, d]`, for up to `max_decode_len` steps.
 
         Returns `{"memory_mask": [b, s] bool, "layers": [per decoder block:
-        {"self": {"key", "value"}: [b, h, max_decode_len, k] zeros,
-        "cross": {"key", "value"}: [b, h, s, k] projected once from memory}]}`.
-        Batch is axis 0 of every tensor: `tf.nest.map_structure(lambda t:
-        tf.gather(t, beam_indices), cache)` reorders it for beam search.
+        {"self": {"key", "value"}: [b, h, 0, k], empty, one position longer after
+        each `decode_step`, "cross": {"key", "value"}: [b, h, s, k] projected once
+        from memory}]}`. Batch is axis 0 of every tensor, so
+        `tf.nest.map_structure(lambda t: tf.gather(t, beam_indices), cache)`
+        reorders it for beam search. `max_decode_len` is checked against the
+        model's positions here, once, rather than at every step.
         """
         if isinstance(max_decode_len, int) and max_decode_len > self.model_config.max_length:
             raise ValueError(
@@ -245,7 +247,7 @@ class Transformer(_EncoderModel):
         cache_shape = (
             ops.shape(memory)[0],
             self.model_config.num_heads,
-            max_decode_len,
+            0,
             self.model_config.head_dim,
         )
         layers = []
@@ -259,22 +261,19 @@ class Transformer(_EncoderModel):
     def decode_step(self, token_ids, step, cache: dict[str, Any]):
         """One decoding step: `token_ids [b]` at position `step` -> `(logits [b, vocab], cache)`.
 
-        `step` is a scalar int (tensor), 0 for the BOS token; the logits predict
-        the token at `step + 1`. The returned cache has the same structure and
-        shapes as the one passed in (a valid `tf.while_loop` variable).
+        `step` is a scalar int (tensor), 0 for the BOS token, and equals the
+        number of positions already in the self-attention caches; the logits
+        predict the token at `step + 1`. The returned cache has the same
+        structure, with one more position in every self-attention key/value.
         """
         x = self._embed(self._target_embedding(), token_ids[:, None], offset=step)
-        max_decode_len = ops.shape(cache["layers"][0]["self"]["key"])[2]
-        self_attention_mask = (ops.arange(max_decode_len) <= step)[None, None, None, :]
         new_layers = []
         for block, layer_cache in zip(self.decoder_blocks, cache["layers"]):
             x, self_cache = block(
                 x,
-                self_attention_mask=self_attention_mask,
                 memory_mask=cache["memory_mask"],
                 self_attention_cache=layer_cache["self"],
                 cross_attention_cache=layer_cache["cross"],
-                cache_index=step,
             )
             new_layers.append({"self": self_cache, "cross": layer_cache["cross"]})
         logits = self._logits(x)[:, 0, :]
