@@ -74,6 +74,8 @@ def _user_data_builder(args, extra: list[str]):
     )
     if args.sync_minutes <= 0:
         raise LauncherError("--sync_minutes must be positive")
+    if args.max_restarts < 0:
+        raise LauncherError(f"--max_restarts must be >= 0, got {args.max_restarts}")
 
     def build(index: int) -> str:
         script = startup_scripts.aws_user_data(

@@ -147,6 +147,9 @@ def cmd_translate(args, extra: list[str]) -> int:
 
 # ---- Vertex AI ----------------------------------------------------------------------------
 
+# The CUDA training image is about 10 GB unpacked; a smaller disk fails only at pull time.
+MIN_BOOT_DISK_GB = 50
+
 
 def _add_gpu_flags(parser, *, default_machine: str) -> None:
     parser.add_argument("--num_nodes", type=int, default=1, help="Machines in the cluster.")
@@ -170,6 +173,13 @@ def _gpu_common(args, where: str) -> tuple[machines.GcpShape, machines.CostEstim
     require(args.image, "image")
     if args.num_nodes < 1:
         raise LauncherError("--num_nodes must be at least 1")
+    if args.boot_disk_gb < MIN_BOOT_DISK_GB:
+        raise LauncherError(
+            f"--boot_disk_gb must be at least {MIN_BOOT_DISK_GB} (the training image alone "
+            f"needs that), got {args.boot_disk_gb}"
+        )
+    if args.accelerator_count is not None and args.accelerator_count < 1:
+        raise LauncherError(f"--accelerator_count must be at least 1, got {args.accelerator_count}")
     for flag in ("data_dir", "model_dir"):
         require_scheme(
             getattr(args, flag), flag, "gs://", f"for {where} (workers cannot see local disk)"

@@ -50,9 +50,19 @@ def resolve_strategy_name(name: str, *, num_gpus: int, virtual_devices: int) -> 
 
 
 def local_devices(*, num_gpus: int, virtual_devices: int) -> list[str]:
+    """The devices replicas run on: ``num_gpus`` GPUs (-1: all), else ``virtual_devices`` CPUs.
+
+    Asking for more GPUs than the machine has is an error rather than a silent
+    fallback, so a misconfigured VM does not train on the wrong hardware.
+    """
     gpus = tf.config.list_logical_devices("GPU")
+    if num_gpus > len(gpus):
+        raise ValueError(
+            f"--num_gpus={num_gpus}, but this machine has {len(gpus)} GPU"
+            f"{'' if len(gpus) == 1 else 's'} visible to TensorFlow"
+        )
     if gpus:
-        return [d.name for d in gpus[: num_gpus if num_gpus >= 0 else None]] or [gpus[0].name]
+        return [d.name for d in gpus[: num_gpus if num_gpus > 0 else None]]
     cpus = tf.config.list_logical_devices("CPU")
     return [d.name for d in cpus[: max(1, virtual_devices)]]
 

@@ -153,6 +153,9 @@ for _name in (
     flags.register_validator(_name, lambda v: v >= 0, f"--{_name} must not be negative")
 flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be positive")
 flags.register_validator(
+    "num_gpus", lambda v: v == -1 or v > 0, "--num_gpus must be -1 (all) or a positive integer"
+)
+flags.register_validator(
     "label_smoothing", lambda v: 0 <= v < 1, "--label_smoothing must be in [0, 1)"
 )
 flags.register_multi_flags_validator(
