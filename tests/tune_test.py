@@ -23,6 +23,15 @@ def models(tmp_path_factory, ende_data, imdb_data) -> dict[str, str]:
     return tiny_models.train_models(base, ende_data=ende_data, imdb_data=imdb_data)
 
 
+def results_tables(directory: str) -> list[str]:
+    """scripts/results_tables.py's output lines for ``directory``, run as a user runs it."""
+    script = os.path.join(tiny_models.ROOT, "scripts", "results_tables.py")
+    result = subprocess.run(
+        [sys.executable, script, directory], capture_output=True, text=True, check=True
+    )
+    return result.stdout.splitlines()
+
+
 def copy_of(directory: str, tmp_path) -> str:
     target = str(tmp_path / "model")
     shutil.copytree(directory, target)
@@ -80,6 +89,15 @@ def test_translation_picks_the_best_scored_weights_and_decoding(models, tmp_path
     assert all(np.allclose(a, b) for a, b in zip(expected, got))
     assert not [n for n in os.listdir(directory) if n.endswith(".tmp")]
 
+    # docs/RESULTS.md's tables come from this model dir: the curve, then the tuned choices.
+    tables = results_tables(directory)
+    with open(os.path.join(directory, "metrics.jsonl")) as f:
+        steps = [json.loads(line)["step"] for line in f]
+    assert tables[0].endswith("| val token accuracy | val BLEU |")
+    assert [int(row.split("|")[1]) for row in tables[2 : 2 + len(steps)]] == sorted(steps)
+    assert "| average of last 2 |" in "\n".join(tables)
+    assert f"| greedy | {report['decodings'][0]['bleu']:.2f} | +0.00 |" in tables
+
 
 def test_classification_scores_accuracy_on_the_whole_validation_split(models, imdb_data, tmp_path):
     directory = copy_of(models["classification"], tmp_path)
@@ -90,6 +108,10 @@ def test_classification_scores_accuracy_on_the_whole_validation_split(models, im
     assert report["chosen"]["accuracy"] == max(w["accuracy"] for w in report["weights"])
     assert all(0.0 <= w["accuracy"] <= 1.0 for w in report["weights"])
     assert report["decodings"] == []
+    tables = results_tables(directory)
+    assert tables[0] == "| step | epoch | train loss | val loss | val accuracy |"
+    assert tables[-1].startswith("| average of last 2 | ")
+    assert tables[-1].endswith(" points |")
 
 
 def test_refuses_validation_data_of_another_tokenizer(models, ende_data_other_tokenizer, tmp_path):
