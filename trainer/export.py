@@ -36,7 +36,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import uuid
 
 import keras
 import tensorflow as tf
@@ -53,7 +52,7 @@ from pipeline.export_contract import (
     SIGNATURE_FOR_TASK,
     TRANSLATE,
 )
-from trainer import checkpoint_average, decode
+from trainer import atomic_dirs, checkpoint_average, decode
 from trainer.config import CONFIG_FILE, TrainConfig
 from trainer.loop import TOKENIZER_INFO_FILE
 from trainer.model import build_model
@@ -299,13 +298,13 @@ def export_model(
     else:
         metadata.update(num_classes=config.model.num_classes, class_names=class_names(config))
 
-    tmp_dir = f"{export_dir}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp_dir = atomic_dirs.aside_path(export_dir)
     try:
         tf.saved_model.save(module, tmp_dir, signatures={signature: module.serve})
         tf.io.gfile.makedirs(f"{tmp_dir}/assets.extra")
         with tf.io.gfile.GFile(f"{tmp_dir}/{METADATA_PATH}", "w") as f:
             f.write(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-        _move_into_place(tmp_dir, export_dir)
+        atomic_dirs.replace_directory(tmp_dir, export_dir)
     finally:
         if tf.io.gfile.exists(tmp_dir):
             tf.io.gfile.rmtree(tmp_dir)
@@ -341,20 +340,6 @@ def _check_export_dir(export_dir: str, *, overwrite: bool) -> None:
         raise ExportError(
             f"--export_dir: {export_dir} holds files that are not an export; choose another directory"
         )
-
-
-def _move_into_place(tmp_dir: str, export_dir: str) -> None:
-    """Renames ``tmp_dir`` to ``export_dir``, moving an earlier export aside first."""
-    old_dir = None
-    if tf.io.gfile.exists(export_dir):
-        if tf.io.gfile.listdir(export_dir):
-            old_dir = f"{export_dir}.old-{uuid.uuid4().hex[:8]}"
-            tf.io.gfile.rename(export_dir, old_dir)
-        else:
-            tf.io.gfile.rmtree(export_dir)
-    tf.io.gfile.rename(tmp_dir, export_dir)
-    if old_dir is not None:
-        tf.io.gfile.rmtree(old_dir)
 
 
 FLAGS = flags.FLAGS

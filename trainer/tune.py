@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import uuid
 
 import keras
 import numpy as np
@@ -27,7 +26,7 @@ import tensorflow as tf
 from absl import flags, logging
 
 from pipeline import cli, features
-from trainer import bleu_eval, checkpoint_average, input_pipeline, model_dir
+from trainer import atomic_dirs, bleu_eval, checkpoint_average, input_pipeline, model_dir
 from trainer.infer_files import InferenceError
 from trainer.model import build_model
 
@@ -193,13 +192,15 @@ def tune(
 def _write_tuned(model, directory: str, *, step: int, report: dict) -> None:
     """Writes DIRECTORY/tuned whole or not at all: built aside, then renamed into place."""
     final = f"{directory}/{TUNED_DIR}"
-    tmp = f"{directory}/.{TUNED_DIR}-{uuid.uuid4().hex[:8]}.tmp"
-    checkpoint_average.save_model_weights(model, tmp, step=step)
-    with tf.io.gfile.GFile(f"{tmp}/{TUNED_FILE}", "w") as f:
-        f.write(json.dumps(report, indent=2) + "\n")
-    if tf.io.gfile.exists(final):
-        tf.io.gfile.rmtree(final)
-    tf.io.gfile.rename(tmp, final)
+    tmp = atomic_dirs.aside_path(final, hidden=True)
+    try:
+        checkpoint_average.save_model_weights(model, tmp, step=step)
+        with tf.io.gfile.GFile(f"{tmp}/{TUNED_FILE}", "w") as f:
+            f.write(json.dumps(report, indent=2) + "\n")
+        atomic_dirs.replace_directory(tmp, final)
+    finally:
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.rmtree(tmp)
 
 
 flags.DEFINE_string("model_dir", None, "A model dir written by trainer.train.")
