@@ -10,7 +10,11 @@ from absl import app, flags
 
 
 class UsageError(Exception):
-    """A user error: bad flag, bad input. Printed as one line, exit status 2."""
+    """A user error: bad flag, bad input. Printed as one line, exit status ``status`` (2)."""
+
+    def __init__(self, message: str, status: int = 2):
+        super().__init__(message)
+        self.status = status
 
 
 # What the file system says when an output cannot be written (or read), as TensorFlow,
@@ -60,7 +64,7 @@ def run_main(program: str, main: Callable[[list[str]], None], *, known_only: boo
         try:
             main(argv)
         except UsageError as e:
-            fail(program, str(e))
+            fail(program, str(e), e.status)
         except Exception as e:
             message = storage_error(e)
             if message is None:

@@ -81,7 +81,7 @@ def main(argv: list[str]) -> None:
             progress=FLAGS.progress,
         )
     except infer.InferenceError as e:
-        raise cli.UsageError(str(e)) from None
+        raise cli.UsageError(str(e), e.status) from None
     for note in summary.notes():
         print(note, flush=True)
     print(f"classified {summary.describe()}", flush=True)

@@ -50,26 +50,28 @@ def resolve_strategy_name(name: str, *, num_gpus: int, virtual_devices: int) -> 
 
 
 def local_devices(*, num_gpus: int, virtual_devices: int) -> list[str]:
-    """The devices replicas run on: ``num_gpus`` GPUs (-1: all), else ``virtual_devices`` CPUs.
-
-    Asking for more GPUs than the machine has is an error rather than a silent
-    fallback, so a misconfigured VM does not train on the wrong hardware.
-    """
+    """The devices replicas run on: up to ``num_gpus`` GPUs (-1: all), else CPU devices."""
     gpus = tf.config.list_logical_devices("GPU")
-    if num_gpus > len(gpus):
-        raise ValueError(
-            f"--num_gpus={num_gpus}, but this machine has {len(gpus)} GPU"
-            f"{'' if len(gpus) == 1 else 's'} visible to TensorFlow"
-        )
     if gpus:
         return [d.name for d in gpus[: num_gpus if num_gpus > 0 else None]]
     cpus = tf.config.list_logical_devices("CPU")
     return [d.name for d in cpus[: max(1, virtual_devices)]]
 
 
+def check_num_gpus(num_gpus: int) -> None:
+    """Refuses ``--num_gpus`` beyond the GPUs TensorFlow sees: no silent training on the CPU."""
+    visible = len(tf.config.list_logical_devices("GPU"))
+    if num_gpus > visible:
+        raise ValueError(
+            f"--num_gpus={num_gpus}, but this machine has {visible} GPU"
+            f"{'' if visible == 1 else 's'} visible to TensorFlow"
+        )
+
+
 def create_strategy(
     name: str, *, num_gpus: int = -1, virtual_devices: int = 0
 ) -> tf.distribute.Strategy:
+    check_num_gpus(num_gpus)
     name = resolve_strategy_name(name, num_gpus=num_gpus, virtual_devices=virtual_devices)
     if name == "multi_worker":
         # Before anything initializes the runtime: collectives are configured at startup.

@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from pipeline import features, predictions, text
+from pipeline import cli, features, predictions, text
 from trainer import decode
 from trainer.infer_files import (
     FileJob,
@@ -484,7 +484,10 @@ def _process_group(loaded, task, group, summary, bar, log, before_rename) -> Non
                 job.output, outputs[start : start + count], before_rename=before_rename
             )
         except (tf.errors.OpError, OSError) as e:
-            raise InferenceError(f"--output: cannot write {job.output} ({reason(e)})") from None
+            status = cli.STORAGE_ERROR_STATUS if cli.storage_error(e) else 2
+            raise InferenceError(
+                f"--output: cannot write {job.output} ({reason(e)})", status
+            ) from None
         log(f"wrote {job.output} ({count} lines)")
 
 

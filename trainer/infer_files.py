@@ -29,7 +29,15 @@ TMP_PREFIX = ".tmp-"
 
 
 class InferenceError(ValueError):
-    """A user error (bad model dir, input or output); the message is one line naming the flag."""
+    """A user error (bad model dir, input or output); the message is one line naming the flag.
+
+    ``status`` is the exit status the command ends with: 2, or 1 when the output's
+    file system is full or read-only (as every command ends then).
+    """
+
+    def __init__(self, message: str, status: int = 2):
+        super().__init__(message)
+        self.status = status
 
 
 @dataclasses.dataclass(frozen=True)
