@@ -59,8 +59,12 @@ def local_devices(*, num_gpus: int, virtual_devices: int) -> list[str]:
 
 
 def check_num_gpus(num_gpus: int) -> None:
-    """Refuses ``--num_gpus`` beyond the GPUs TensorFlow sees: no silent training on the CPU."""
-    visible = len(tf.config.list_logical_devices("GPU"))
+    """Refuses ``--num_gpus`` beyond the GPUs TensorFlow sees: no silent training on the CPU.
+
+    Lists physical devices, which unlike logical ones does not start the runtime (a
+    multi-worker strategy must still configure its collectives afterwards).
+    """
+    visible = len(tf.config.list_physical_devices("GPU"))
     if num_gpus > visible:
         raise ValueError(
             f"--num_gpus={num_gpus}, but this machine has {visible} GPU"
