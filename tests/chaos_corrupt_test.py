@@ -4,20 +4,16 @@ storage errors) in process, then scripts/chaos_corrupt.py end to end in its CI f
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import subprocess
-import sys
 
 import pytest
 import tensorflow as tf
 
 from pipeline import cli, features
+from tests.chaos_testing import run_chaos_script
 from tests.input_pipeline_test import write_fake_dataset
 from trainer import checkpoints, input_pipeline, reporting
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture()
@@ -181,27 +177,16 @@ def test_storage_errors_become_one_line(error, expected):
 
 @pytest.mark.slow
 def test_chaos_corrupt_script_small(ende_data, tmp_path):
-    report = tmp_path / "report.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "scripts", "chaos_corrupt.py"),
-            "--small",
-            "--suites=shards,disk",  # checkpoint damage: the in-process tests above
-            "--rounds=1",
-            "--shard_damage=flip",
-            f"--data_dir={ende_data}",
-            f"--work_dir={tmp_path / 'work'}",
-            f"--report_json={report}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
+    saved, stdout = run_chaos_script(
+        "chaos_corrupt",
+        "--small",
+        "--suites=shards,disk",  # checkpoint damage: the in-process tests above
+        "--rounds=1",
+        "--shard_damage=flip",
+        f"--data_dir={ende_data}",
+        tmp_path=tmp_path,
     )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    figures = json.loads(report.read_text())["figures"]
+    figures = saved["figures"]
     assert figures["shards"]["runs_stopped_naming_the_shard"] == 1
     assert figures["shards"]["skip_runs_right"] == 1
-    assert "| disk | disk full" in result.stdout
+    assert "| disk | disk full" in stdout

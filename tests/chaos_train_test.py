@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from tests.chaos_testing import run_chaos_script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 TINY = [
@@ -32,34 +34,22 @@ TINY = [
 
 @pytest.mark.slow
 def test_sigkill_during_training_and_checkpoint_writes_loses_nothing(ende_data, tmp_path):
-    report = tmp_path / "report.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "scripts", "chaos_train.py"),
-            "--small",
-            "--suites=sigkill",
-            "--kills=2",
-            "--write_kills=1",
-            "--train_steps=20",
-            "--checkpoint_every=5",
-            "--eval_every=10",
-            f"--data_dir={ende_data}",
-            f"--work_dir={tmp_path / 'work'}",
-            f"--report_json={report}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=ROOT,
-        env=ENV,
+    saved, stdout = run_chaos_script(
+        "chaos_train",
+        "--small",
+        "--suites=sigkill",
+        "--kills=2",
+        "--write_kills=1",
+        "--train_steps=20",
+        "--checkpoint_every=5",
+        "--eval_every=10",
+        f"--data_dir={ende_data}",
+        tmp_path=tmp_path,
     )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    saved = json.loads(report.read_text())
     assert saved["ok"] and saved["figures"]["sigkill"]["kills"] == 2
     assert saved["figures"]["sigkill"]["kills_mid_write"] >= 1
     assert saved["figures"]["sigkill"]["bad_checkpoints"] == {}
-    assert "| sigkill | steps in the combined loss curve | 20 | 20 | yes |" in result.stdout
+    assert "| sigkill | steps in the combined loss curve | 20 | 20 | yes |" in stdout
 
 
 def _train(model_dir, data_dir, *flags):

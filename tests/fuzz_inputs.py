@@ -146,6 +146,22 @@ def _read(spec: sources.SourceSpec, outcome: Outcome) -> Outcome:
     return outcome
 
 
+def _write(directory: str, name: str, data: bytes) -> str:
+    """``data`` written to ``directory/name``; its path."""
+    path = os.path.join(directory, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def _write_and_resolve(
+    dataset: str, directory: str, name: str, data: bytes
+) -> tuple[str, list[sources.SourceSpec] | str]:
+    """``data`` written to ``directory/name`` and resolved as ``--input``: (path, specs or error)."""
+    path = _write(directory, name, data)
+    return path, _resolve(dataset, path)
+
+
 def _resolve(dataset: str, path: str) -> list[sources.SourceSpec] | str:
     try:
         return sources.resolve_sources(
@@ -164,10 +180,7 @@ def _resolve(dataset: str, path: str) -> list[sources.SourceSpec] | str:
 def check_tsv(data: bytes, *, gz: bool = False) -> Outcome:
     """A .tsv[.gz]: one record or Reject per line, in order."""
     with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "pairs.tsv" + (".gz" if gz else ""))
-        with open(path, "wb") as f:
-            f.write(data)
-        specs = _resolve("ende", path)
+        path, specs = _write_and_resolve("ende", d, "pairs.tsv" + (".gz" if gz else ""), data)
         if isinstance(specs, str):
             return Outcome(fatal=specs)
         outcome = _read(specs[0], Outcome())
@@ -195,10 +208,7 @@ def check_aligned(source: bytes, target: bytes, *, gz: bool = False) -> Outcome:
 def check_pickle(data: bytes) -> Outcome:
     """A .pkl: refused as a whole (never run), or one item per array row."""
     with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "pairs.pkl")
-        with open(path, "wb") as f:
-            f.write(data)
-        specs = _resolve("ende", path)
+        path, specs = _write_and_resolve("ende", d, "pairs.pkl", data)
         if isinstance(specs, str):
             return Outcome(fatal=specs)
         outcome = _read(specs[0], Outcome())
@@ -210,10 +220,7 @@ def check_pickle(data: bytes) -> Outcome:
 def check_csv(data: bytes, *, gz: bool = False) -> Outcome:
     """An IMDB .csv: refused (no header), or one item per non-blank CSV record."""
     with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "reviews.csv" + (".gz" if gz else ""))
-        with open(path, "wb") as f:
-            f.write(data)
-        specs = _resolve("imdb", path)
+        path, specs = _write_and_resolve("imdb", d, "reviews.csv" + (".gz" if gz else ""), data)
         if isinstance(specs, str):
             return Outcome(fatal=specs)
         outcome, rows = Outcome(), []
@@ -271,10 +278,7 @@ def check_aclimdb_dir(files: list[bytes]) -> Outcome:
 def check_archive_bytes(data: bytes) -> Outcome:
     """Any bytes as a .tar.gz: records and Rejects only, or one refusal; nothing extracted."""
     with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "aclImdb_v1.tar.gz")
-        with open(path, "wb") as f:
-            f.write(data)
-        specs = _resolve("imdb", path)
+        path, specs = _write_and_resolve("imdb", d, "aclImdb_v1.tar.gz", data)
         if isinstance(specs, str):
             return Outcome(fatal=specs)
         outcome = Outcome()
@@ -343,9 +347,7 @@ def check_inference_lines(data: bytes, *, gz: bool = False) -> Outcome:
     from trainer import infer_files
 
     with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "input.txt" + (".gz" if gz else ""))
-        with open(path, "wb") as f:
-            f.write(data)
+        path = _write(d, "input.txt" + (".gz" if gz else ""), data)
         try:
             lines, undecodable = infer_files.read_lines(path)
         except infer_files.InferenceError as e:

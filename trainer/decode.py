@@ -116,7 +116,7 @@ def _greedy_loop(next_logits: Callable, batch_size, max_len, state, state_invari
         tf.zeros([batch_size], tf.bool),
         state,
     )
-    invariants = (*(tf.TensorShape(t.shape) for t in initial[:4]), state_invariants)
+    invariants = (*(t.shape for t in initial[:4]), state_invariants)
     steps, _, ids, _, _ = tf.while_loop(not_done, extend, initial, shape_invariants=invariants)
     return ids[:, :steps]
 
@@ -226,7 +226,7 @@ def beam_search(
         "finished_flags": tf.zeros([batch_size, beam], tf.bool),
         "cache": cache,
     }
-    invariants = {name: tf.TensorShape(t.shape) for name, t in initial.items() if name != "cache"}
+    invariants = {name: t.shape for name, t in initial.items() if name != "cache"}
     invariants["cache"] = cache_shape_invariants(cache)
     (final,) = tf.while_loop(not_done, extend, (initial,), shape_invariants=(invariants,))
 
