@@ -4,9 +4,11 @@
         [--model_dir=DIR] [--work_dir=DIR]
 
 An uninterrupted `python -m trainer.translate --input='in/*.en' --output=out/` is the
-reference. The same command is then SIGKILLed K times (alternately the moment an
-output's temporary file appears, and at a random time within the reference run's
-duration) and rerun each time without --overwrite, so it resumes. After every kill,
+reference. The same command with --group_lines (each file then runs in chunks that
+are saved as they finish) is then SIGKILLed K times (alternately the moment an
+output's first file appears, and at a random time within the reference run's
+duration) and rerun each time without --overwrite, so it resumes, reusing the saved
+chunks. After every kill,
 each file under its final output name has exactly its input's line count and the
 reference's bytes; the last rerun completes every output, byte-identical to the
 reference, and leaves no temporary file. Then it writes into a full file system
@@ -41,6 +43,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--files", type=int, default=8, help="Input files.")
     parser.add_argument("--lines", type=int, default=200, help="Lines per input file.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the kill moments.")
+    parser.add_argument(
+        "--group_lines",
+        type=int,
+        default=0,
+        help="--group_lines of the killed runs (default: a quarter of --lines, 4 chunks a file).",
+    )
     parser.add_argument("--model_dir", help="A trained translation model dir; default: train one.")
     parser.add_argument("--work_dir", help="Default: a new temp dir.")
     parser.add_argument(
@@ -48,8 +56,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--report_json", help="Also write the checks and figures here.")
     args = parser.parse_args(argv)
-    if args.kills < 1 or args.files < 1 or args.lines < 1:
-        parser.error("--kills, --files and --lines must be >= 1")
+    if args.kills < 1 or args.files < 1 or args.lines < 1 or args.group_lines < 0:
+        parser.error("--kills, --files and --lines must be >= 1, --group_lines >= 0")
+    args.group_lines = args.group_lines or max(1, args.lines // 4)
     return args
 
 
@@ -93,13 +102,17 @@ def write_inputs(work_dir: str, files: int, lines: int, seed: int) -> str:
     return directory
 
 
-def translate_flags(model_dir: str, inputs: str, output: str) -> list[str]:
+def translate_flags(
+    model_dir: str, inputs: str, output: str, group_lines: int | None = None
+) -> list[str]:
+    chunks = [f"--group_lines={group_lines}"] if group_lines else []
     return [
         f"--model_dir={model_dir}",
         f"--input={inputs}/*.en",
         f"--output={output}/",
         "--beam_size=1",
         "--batch_tokens=2048",
+        *chunks,
     ]
 
 
@@ -141,15 +154,14 @@ def kills(report: chaos.Report, args, work_dir: str, model_dir: str, inputs: str
         raise RuntimeError(f"the reference run failed:\n{log[-2000:]}")
     landed = {"output write": 0, "random time": 0}
     complete_at_kill = []
+    chunked = translate_flags(model_dir, inputs, output, args.group_lines)
+    reused_chunks = 0
     attempts = 0
     while sum(landed.values()) < args.kills and attempts < 3 * args.kills:
         k, attempts = sum(landed.values()), attempts + 1
         kind = "output write" if k % 2 == 0 else "random time"
-        launch = chaos.Launch(
-            "trainer.translate",
-            translate_flags(model_dir, inputs, output),
-            log_path=os.path.join(work_dir, f"kill-{attempts}.log"),
-        )
+        log_path = os.path.join(work_dir, f"kill-{attempts}.log")
+        launch = chaos.Launch("trainer.translate", chunked, log_path=log_path)
         if kind == "output write":
             # Small outputs live under their temporary name for microseconds: stop the
             # process as soon as the first output (temporary or final) of this launch shows.
@@ -164,6 +176,8 @@ def kills(report: chaos.Report, args, work_dir: str, model_dir: str, inputs: str
         launch.signal(signal.SIGKILL)
         launch.wait(30)
         landed[kind] += 1
+        with open(log_path, encoding="utf-8", errors="replace") as f:
+            reused_chunks += _reused_chunks(f.read())
         finals, wrong = final_outputs_check(output, inputs, reference)
         complete_at_kill.append(finals)
         report.check(
@@ -174,10 +188,9 @@ def kills(report: chaos.Report, args, work_dir: str, model_dir: str, inputs: str
             not wrong,
         )
     code, log = chaos.run_module(
-        "trainer.translate",
-        translate_flags(model_dir, inputs, output),
-        log_path=os.path.join(work_dir, "final.log"),
+        "trainer.translate", chunked, log_path=os.path.join(work_dir, "final.log")
     )
+    reused_chunks += _reused_chunks(log)
     report.check(SUITE, "final rerun: exit status", 0, code)
     skipped = re.search(r"(\d+) skipped: output complete", log)
     skipped = int(skipped.group(1)) if skipped else 0
@@ -196,9 +209,16 @@ def kills(report: chaos.Report, args, work_dir: str, model_dir: str, inputs: str
         "complete_outputs_at_each_kill": complete_at_kill,
         "launches_that_finished_before_their_kill": attempts - sum(landed.values()),
         "rerun_skipped_complete_outputs": skipped,
+        "saved_chunks_reused_by_reruns": reused_chunks,
+        "chunks_per_file": -(-args.lines // args.group_lines),
         "reference_seconds": round(duration, 1),
         "lines": args.files * args.lines,
     }
+
+
+def _reused_chunks(log: str) -> int:
+    """Saved chunks a launch reused, from its "reused N of M saved chunks of ..." lines."""
+    return sum(int(n) for n in re.findall(r"reused (\d+) of \d+ saved chunks", log))
 
 
 def disks(report: chaos.Report, args, work_dir: str, model_dir: str, inputs: str) -> None:

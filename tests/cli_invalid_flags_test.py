@@ -66,6 +66,7 @@ CASES = [
     ("translate", ["--model_dir={tmp}/m", "--output={tmp}/o"], 2, "--input is required"),
     ("translate", ["--beam_size=0"], 2, "--beam_size must be a positive integer"),
     ("translate", ["--alpha=-1"], 2, "--alpha must not be negative"),
+    ("translate", ["--group_lines=0"], 2, "--group_lines must be a positive integer"),
     ("translate", ["--progress=maybe"], 2, "Non-boolean argument to boolean flag"),
     ("translate", ["--model_dir={tmp}/empty", "--input={tmp}/in.txt", "--output={tmp}/o"], 2, "--model_dir: {tmp}/empty has no config.json"),
     ("translate", ["--model_dir={tmp}/m", "--input={tmp}/empty", "--output={tmp}/o"], 2, "matches only directories"),
@@ -73,6 +74,7 @@ CASES = [
     ("classify", ["--batch_size=0"], 2, "--batch_size must be a positive integer"),
     ("classify", ["--model_dir={tmp}/m", "--input={tmp}/none*", "--output={tmp}/o"], 2, "--input: no files match"),
     ("classify", ["--virtual_devices=-1"], 2, "--virtual_devices must not be negative"),
+    ("classify", ["--group_lines=-5"], 2, "--group_lines must be a positive integer"),
     # trainer.export
     ("export", ["--export_dir={tmp}/e"], 2, "--model_dir is required"),
     ("export", ["--model_dir={tmp}/empty", "--export_dir={tmp}/e2"], 2, "has no config.json; it is not a trainer model dir"),

@@ -23,7 +23,13 @@ import tensorflow as tf
 
 from pipeline import features, text
 from trainer import checkpoints, decode, infer, model_dir
-from trainer.infer_files import count_lines, plan_jobs, read_lines, write_lines_atomically
+from trainer.infer_files import (
+    count_lines,
+    iter_line_chunks,
+    plan_jobs,
+    read_lines,
+    write_lines_atomically,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_LENGTH = 128
@@ -484,6 +490,71 @@ def test_input_and_output_errors_name_the_flag(tmp_path):
     assert error(f"{tmp_path}/file.txt", "") == "--output is required"
 
 
+def test_a_long_input_is_saved_chunk_by_chunk_and_a_rerun_resumes_after_the_saved_ones(
+    translator, tmp_path
+):
+    lines = [*SENTENCES, "", SENTENCES[0], SENTENCES[1]]  # 10 lines, one empty
+    source = write(tmp_path / "in" / "long.txt", lines)
+    out = tmp_path / "out"
+    jobs = plan_jobs(source, str(out / "long.txt.gz"))
+    expected = translate_alone(translator, lines, beam_size=1, alpha=0.6)
+
+    def run(**kwargs):
+        logs = []
+        summary = infer.translate_files(
+            translator, jobs, beam_size=1, group_lines=4, progress=False, log=logs.append, **kwargs
+        )
+        return summary, logs
+
+    def crash(path):
+        raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(before_rename=crash)  # every chunk saved, the output not renamed into place
+    parts = out / ".parts-long.txt.gz"
+    assert os.listdir(out) == [parts.name]
+    assert sorted(os.listdir(parts)) == ["manifest.json", "part-00000", "part-00001", "part-00002"]
+    assert [count_lines(str(parts / f"part-0000{i}")) for i in range(3)] == [4, 4, 2]
+
+    (parts / "part-00001").unlink()  # as if the run had stopped while decoding chunk 1
+    summary, logs = run()
+    assert f"resuming {source}: found saved chunks in {parts}" in logs
+    assert f"reused 2 of 3 saved chunks of {source}" in logs
+    assert f"wrote {out / 'long.txt.gz'} (10 lines, 3 chunks)" in logs
+    assert (summary.lines, summary.resumed_lines, summary.sentences) == (4, 6, 3)
+    assert "(and 6 lines reused from saved chunks)" in summary.describe()
+    with gzip.open(out / "long.txt.gz", "rt", encoding="utf-8") as f:
+        assert f.read().split("\n")[:-1] == expected
+    assert os.listdir(out) == ["long.txt.gz"]  # the chunks are gone with the output whole
+
+    # Saved chunks made with other decoding settings are discarded, not mixed in.
+    (out / "long.txt.gz").unlink()
+    with pytest.raises(RuntimeError):
+        run(before_rename=crash)
+    summary, logs = run(alpha=1.0)
+    assert not [line for line in logs if line.startswith(("resuming", "reused"))]
+    assert summary.resumed_lines == 0 and summary.lines == 10
+
+
+def test_chunked_and_pooled_runs_write_the_same_bytes(translator, tmp_path):
+    files = mixed_inputs(tmp_path)
+    write_inputs(tmp_path / "in", files)
+    outputs = {}
+    for group_lines in (2, 1000):
+        out = tmp_path / f"out-{group_lines}"
+        infer.translate_files(
+            translator,
+            plan_jobs(str(tmp_path / "in" / "*.txt"), str(out) + "/"),
+            beam_size=1,
+            group_lines=group_lines,
+            progress=False,
+            log=lambda message: None,
+        )
+        outputs[group_lines] = {name: (out / name).read_bytes() for name in sorted(os.listdir(out))}
+    assert sorted(outputs[2]) == sorted(files)
+    assert outputs[2] == outputs[1000]
+
+
 def test_lines_are_read_and_written_as_the_contract_says(tmp_path):
     path = write(tmp_path / "crlf.txt", b"\xef\xbb\xbfone\r\ntwo\r\n\r\nbad \xfe\nlast")
     lines, undecodable = read_lines(path)
@@ -496,6 +567,12 @@ def test_lines_are_read_and_written_as_the_contract_says(tmp_path):
     with gzip.open(gz, "rt", encoding="utf-8") as f:
         assert f.read() == "é\n\nz\n"
     assert count_lines(gz) == 3 and read_lines(gz) == (["é", "", "z"], 0)
+    assert list(iter_line_chunks(path, 2)) == [
+        (["one", "two"], 0),
+        (["", "bad \ufffd"], 1),
+        (["last"], 0),
+    ]
+    assert list(iter_line_chunks(write(tmp_path / "empty2.txt", b""), 2)) == []
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,11 @@ def test_translate_many_files_on_two_devices_then_resume_and_overwrite(model_dir
     assert again.stdout.strip().splitlines()[-1].startswith("translated 3 files, 11 lines")
     assert {name: read(out / name) for name in inputs} == on_two_devices
 
+    chunked = run("translate", *common, "--overwrite", "--group_lines=2")
+    assert_ok(chunked)
+    assert f"wrote {out}/b.en (4 lines, 2 chunks)" in chunked.stderr
+    assert {name: read(out / name) for name in inputs} == on_two_devices
+
 
 def test_classify_writes_json_lines(model_dirs, tmp_path):
     reviews = tmp_path / "reviews.txt"

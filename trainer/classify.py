@@ -6,8 +6,9 @@
 Writes one JSON line per input line, in order, probabilities rounded to 6 places:
 `{"label": "positive", "probability": 0.912345, "probabilities": [0.087655, 0.912345]}`
 (`probability` is the label's); an empty input line gives an empty output line.
-Rerunning skips inputs whose output is complete. Every local GPU (else the CPU) gets
-its own copy of the model. Naming and atomic writes are described in trainer/infer.py.
+Rerunning skips inputs whose output is complete and resumes a long input after its last
+saved chunk (--group_lines). Every local GPU (else the CPU) gets its own copy of the
+model. Naming and atomic writes are described in trainer/infer.py.
 Exit status 2 means a usage error (one line on stderr).
 """
 
@@ -40,6 +41,15 @@ flags.DEFINE_string(
     "best (the newest in MODEL_DIR/best, else latest), latest, a checkpoint path or a directory.",
 )
 flags.DEFINE_bool("overwrite", False, "Redo inputs whose output is already complete.")
+flags.DEFINE_integer(
+    "group_lines",
+    100_000,
+    "Small files are pooled into groups of about this many lines; a longer file is run in "
+    "chunks of this many lines, each saved when done, so a rerun resumes after the last one.",
+)
+flags.register_validator(
+    "group_lines", lambda v: v >= 1, "--group_lines must be a positive integer"
+)
 flags.DEFINE_bool("progress", None, "Progress bar on stderr; default: when stderr is a terminal.")
 flags.DEFINE_integer(
     "virtual_devices",
@@ -78,6 +88,7 @@ def main(argv: list[str]) -> None:
             jobs,
             batch_size=FLAGS.batch_size,
             overwrite=FLAGS.overwrite,
+            group_lines=FLAGS.group_lines,
             progress=FLAGS.progress,
         )
     except infer.InferenceError as e:

@@ -17,8 +17,13 @@ degenerate model) may differ. Classification writes one JSON object per line,
 `{"label": "positive", "probability": 0.912345, "probabilities": [0.087655, 0.912345]}`
 (probabilities rounded to 6 places; `probability` is the label's).
 
-A rerun skips inputs whose output exists with the input's line count and redoes the
-others; `overwrite=True` redoes all. Loading the model dir lives in trainer/model_dir.py;
+Inputs are streamed, never read whole. Small files are pooled into groups of about
+`group_lines` lines; a longer file is cut into chunks of `group_lines` lines, and each
+chunk's output is saved (atomically, beside the output: `infer_files.SavedChunks`) as
+soon as it is done; the output is assembled from them at the end. A rerun skips inputs
+whose output exists with the input's line count, resumes a long input after its last
+saved chunk (when the model and decoding settings are the same), and redoes the rest;
+`overwrite=True` redoes all. Loading the model dir lives in trainer/model_dir.py;
 naming, reading and the atomic writes in trainer/infer_files.py.
 
 With several devices (GPUs, or logical CPUs) each device holds its own copy of the
@@ -28,12 +33,14 @@ model and its own thread takes the next batch, so no device waits for another.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import os
 import queue
 import re
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -46,10 +53,13 @@ from trainer import decode
 from trainer.infer_files import (
     FileJob,
     InferenceError,
+    SavedChunks,
     count_lines,
+    iter_line_chunks,
     plan_jobs,
     read_lines,
     reason,
+    write_atomically,
     write_lines_atomically,
 )
 from trainer.model_dir import LoadedModel, Replica, load_model_dir
@@ -90,6 +100,7 @@ class Summary:
     truncated: int = 0
     truncated_to: int = 0
     undecodable: int = 0  # lines with bytes that are not UTF-8
+    resumed_lines: int = 0  # lines of long inputs whose saved chunks were reused
     seconds: float = 0.0
 
     def describe(self) -> str:
@@ -102,8 +113,13 @@ class Summary:
             tokens = f"{self.source_tokens:,} tokens"
             rate = f"{self.source_tokens / seconds:,.0f} tokens/s"
         files = f"{self.files - self.skipped} files{skipped}, " if self.files else ""
+        resumed = (
+            f" (and {self.resumed_lines:,} lines reused from saved chunks)"
+            if self.resumed_lines
+            else ""
+        )
         return (
-            f"{files}{self.lines:,} lines, "
+            f"{files}{self.lines:,} lines{resumed}, "
             f"{self.sentences:,} sentences, {tokens} in {self.seconds:.1f} s: "
             f"{self.sentences / seconds:,.1f} sentences/s, {rate}"
         )
@@ -203,6 +219,7 @@ class _Task:
     task: str
     empty_output = predictions.EMPTY_TRANSLATION
     functions: list
+    settings: dict = {}  # what the outputs depend on besides the model (saved chunks' manifest)
 
     def __init__(self, loaded: LoadedModel):
         self.loaded = loaded
@@ -236,6 +253,11 @@ class _Translation(_Task):
         self.beam_size = beam_size
         self.batch_tokens = batch_tokens
         self.max_decode_length = max_decode_length
+        self.settings = {
+            "beam_size": beam_size,
+            "alpha": alpha,
+            "max_decode_length": max_decode_length,
+        }
 
         def make(model):
             if cache:
@@ -391,29 +413,38 @@ def process_files(
 ) -> Summary:
     """Runs ``task`` over the jobs whose output is not complete (all with ``overwrite``).
 
-    Consecutive files are pooled into groups of about ``group_lines`` sentences; each
-    group is batched as one, and its files are written when the group is done.
-    ``progress``: a bar on stderr (None: when stderr is a terminal). ``log`` gets the
-    skip / redo / wrote lines (default: stderr). ``before_rename`` is passed to
-    ``write_lines_atomically``.
+    Consecutive files are pooled into groups of about ``group_lines`` lines; each group
+    is batched as one, and its files are written when the group is done. A file of more
+    than ``group_lines`` lines runs alone, in chunks of ``group_lines`` lines saved as
+    they finish (see the module docstring). ``progress``: a bar on stderr, in lines
+    (None: when stderr is a terminal). ``log`` gets the skip / resume / redo / wrote lines
+    (default: stderr). ``before_rename`` is passed to ``write_atomically``.
     """
+    if group_lines < 1:
+        raise ValueError(f"group_lines={group_lines} must be positive")
     log = log or (lambda message: tqdm.write(message, file=sys.stderr))
     started = time.monotonic()
     summary = Summary(task=task.task, files=len(jobs), truncated_to=loaded.max_length - 1)
-    # A first pass reads every input for its line count, to find finished outputs and to
+    # A first pass counts every input's lines (streamed), to find finished outputs and to
     # size the progress bar; inputs are read again when their group runs.
     pending: list[tuple[FileJob, int]] = []
     for job in jobs:
-        lines, _ = read_lines(job.input)
-        if not overwrite and _output_complete(job, len(lines), log):
+        try:
+            lines = count_lines(job.input)
+        except (tf.errors.OpError, OSError, EOFError, zlib.error) as e:
+            raise InferenceError(f"--input: cannot read {job.input} ({reason(e)})") from None
+        saved = SavedChunks(job.output)
+        if overwrite:
+            saved.remove()
+        elif _output_complete(job, lines, log):
+            saved.remove()  # left behind if a run stopped right after writing the output
             summary.skipped += 1
             continue
-        sentences = sum(1 for line in lines if text.normalize(line, lowercase=loaded.lowercase))
-        pending.append((job, sentences))
+        pending.append((job, lines))
     _make_output_dirs(job for job, _ in pending)
     bar = tqdm(
         total=sum(n for _, n in pending),
-        unit="sent",
+        unit="line",
         file=sys.stderr,
         disable=None if progress is None else not progress,
         mininterval=1.0,
@@ -421,7 +452,13 @@ def process_files(
     )
     try:
         for group in _groups(pending, group_lines):
-            _process_group(loaded, task, group, summary, bar, log, before_rename)
+            if len(group) == 1 and group[0][1] > group_lines:
+                job, lines = group[0]
+                _process_in_chunks(
+                    loaded, task, job, lines, group_lines, summary, bar, log, before_rename
+                )
+            else:
+                _process_group(loaded, task, group, summary, bar, log, before_rename)
     finally:
         bar.close()
     summary.seconds = time.monotonic() - started
@@ -445,7 +482,7 @@ def _output_complete(job: FileJob, input_lines: int, log) -> bool:
         return False
     try:
         output_lines = count_lines(job.output)
-    except (tf.errors.OpError, OSError, EOFError) as e:
+    except (tf.errors.OpError, OSError, EOFError, zlib.error) as e:
         log(f"redoing {job.input}: cannot read {job.output} ({reason(e)})")
         return False
     if output_lines == input_lines:
@@ -455,13 +492,21 @@ def _output_complete(job: FileJob, input_lines: int, log) -> bool:
     return False
 
 
-def _groups(pending: list[tuple[FileJob, int]], group_lines: int) -> Iterator[list[FileJob]]:
-    """Consecutive jobs, about ``group_lines`` sentences per group (a big file is one group)."""
-    group: list[FileJob] = []
+def _groups(
+    pending: list[tuple[FileJob, int]], group_lines: int
+) -> Iterator[list[tuple[FileJob, int]]]:
+    """Consecutive (job, lines), about ``group_lines`` lines per group; a longer file alone."""
+    group: list[tuple[FileJob, int]] = []
     size = 0
-    for job, sentences in pending:
-        group.append(job)
-        size += sentences
+    for job, lines in pending:
+        if lines > group_lines:
+            if group:
+                yield group
+                group, size = [], 0
+            yield [(job, lines)]
+            continue
+        group.append((job, lines))
+        size += lines
         if size >= group_lines:
             yield group
             group, size = [], 0
@@ -472,23 +517,67 @@ def _groups(pending: list[tuple[FileJob, int]], group_lines: int) -> Iterator[li
 def _process_group(loaded, task, group, summary, bar, log, before_rename) -> None:
     texts: list[str] = []
     spans: list[tuple[FileJob, int, int]] = []
-    for job in group:
+    for job, _ in group:
         lines, undecodable = read_lines(job.input)
         summary.undecodable += undecodable
         spans.append((job, len(texts), len(lines)))
         texts.extend(lines)
     outputs = _run_lines(loaded, task, texts, summary, bar)
     for job, start, count in spans:
-        try:
+        with _writing(job.output):
             write_lines_atomically(
                 job.output, outputs[start : start + count], before_rename=before_rename
             )
-        except (tf.errors.OpError, OSError) as e:
-            status = cli.STORAGE_ERROR_STATUS if cli.storage_error(e) else 2
-            raise InferenceError(
-                f"--output: cannot write {job.output} ({reason(e)})", status
-            ) from None
         log(f"wrote {job.output} ({count} lines)")
+
+
+def _process_in_chunks(loaded, task, job, lines, chunk_lines, summary, bar, log, before_rename):
+    """One long input, chunk by chunk: saved chunks of an earlier run are reused."""
+    saved = SavedChunks(job.output)
+    chunks = -(-lines // chunk_lines)
+    manifest = {
+        "input": job.input,
+        "input_lines": lines,
+        "chunk_lines": chunk_lines,
+        "task": task.task,
+        "checkpoint": loaded.checkpoint,
+        "settings": task.settings,
+    }
+    with _writing(saved.dir):
+        if saved.start(manifest):
+            log(f"resuming {job.input}: found saved chunks in {saved.dir}")
+    reused = 0
+    for index, (texts, undecodable) in enumerate(iter_line_chunks(job.input, chunk_lines)):
+        if saved.is_saved(index, len(texts)):
+            reused += 1
+            summary.resumed_lines += len(texts)
+            if bar is not None:
+                bar.update(len(texts))
+            continue
+        summary.undecodable += undecodable
+        outputs = _run_lines(loaded, task, texts, summary, bar)
+        with _writing(saved.part(index)):
+            write_lines_atomically(saved.part(index), outputs)
+    if reused:
+        log(f"reused {reused} of {chunks} saved chunks of {job.input}")
+    with _writing(job.output):
+        write_atomically(job.output, saved.joined(chunks), before_rename=before_rename)
+    saved.remove()
+    log(f"wrote {job.output} ({lines} lines, {chunks} chunks)")
+
+
+@contextlib.contextmanager
+def _writing(path: str) -> Iterator[None]:
+    """Turns a failed write under it into the one-line ``--output`` error naming ``path``."""
+    try:
+        yield
+    except (tf.errors.OpError, OSError) as e:
+        _raise_write_error(path, e)
+
+
+def _raise_write_error(path: str, error: BaseException):
+    status = cli.STORAGE_ERROR_STATUS if cli.storage_error(error) else 2
+    raise InferenceError(f"--output: cannot write {path} ({reason(error)})", status) from None
 
 
 def _run_lines(loaded, task, lines: Sequence[str], summary: Summary, bar) -> list[str]:
@@ -519,4 +608,6 @@ def _run_lines(loaded, task, lines: Sequence[str], summary: Summary, bar) -> lis
             summary.target_tokens += target_tokens
         if bar is not None:
             bar.update(len(batches[index]))
+    if bar is not None:
+        bar.update(len(texts) - len(non_empty))  # empty lines: done without the model
     return outputs

@@ -8,24 +8,30 @@ share an output and are refused.
 
 Lines are split on "\\n" (a trailing "\\r" and a leading UTF-8 BOM are dropped); a last
 line without "\\n" still counts. Bytes that are not UTF-8 become U+FFFD and are
-counted. A name ending in ".gz" is read and written gzipped. Outputs are written
-under a temporary name (`.tmp-XXXXXXXX-<name>` beside the output) and renamed into
-place, so a file under its final name is always complete. Local paths and gs:// (tf.io.gfile).
+counted. A name ending in ".gz" is read and written gzipped. Files are streamed in
+blocks, never read whole. Outputs are written under a temporary name
+(`.tmp-XXXXXXXX-<name>` beside the output) and renamed into place, so a file under its
+final name is always complete; the chunks of a long input wait in `.parts-<name>/`
+(`SavedChunks`). Local paths and gs:// (tf.io.gfile).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
+import json
 import os
 import re
 import uuid
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 
 import tensorflow as tf
 
 TMP_PREFIX = ".tmp-"
+PARTS_PREFIX = ".parts-"
+MANIFEST_FILE = "manifest.json"
 
 
 class InferenceError(ValueError):
@@ -94,46 +100,98 @@ def _path_key(path: str) -> str:
     return path if "://" in path else os.path.realpath(path)
 
 
-def _read_bytes(path: str) -> bytes:
-    with tf.io.gfile.GFile(path, "rb") as f:
-        data = f.read()
-    return gzip.decompress(data) if path.endswith(".gz") else data
+_BLOCK = 1 << 20
+# What reading a local, gs:// or gzipped file can raise (BadGzipFile is an OSError).
+_READ_ERRORS = (tf.errors.OpError, OSError, EOFError, zlib.error)
+
+
+def _blocks(path: str) -> Iterator[bytes]:
+    """The (decompressed) bytes of ``path``, a block at a time."""
+    with contextlib.ExitStack() as stack:
+        f = stack.enter_context(tf.io.gfile.GFile(path, "rb"))
+        if path.endswith(".gz"):
+            f = stack.enter_context(gzip.GzipFile(fileobj=f, mode="rb"))
+        while block := f.read(_BLOCK):
+            yield block
+
+
+def iter_line_chunks(path: str, chunk_lines: int | None = None) -> Iterator[tuple[list[str], int]]:
+    """The lines of ``path``, ``chunk_lines`` at a time (all in one chunk for None).
+
+    Each chunk comes with how many of its lines had bytes that are not UTF-8. The file
+    is streamed: memory holds one chunk and one block, whatever the file's size.
+    """
+    chunk: list[str] = []
+    undecodable = 0
+    pending: list[bytes] = []  # the current line's bytes so far
+    first = True
+
+    def add(raw: bytes) -> None:
+        nonlocal undecodable, first
+        raw = raw[:-1] if raw.endswith(b"\r") else raw
+        if first and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        first = False
+        try:
+            chunk.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            chunk.append(raw.decode("utf-8", errors="replace"))
+            undecodable += 1
+
+    try:
+        for block in _blocks(path):
+            *complete, rest = block.split(b"\n")
+            for piece in complete:
+                add(b"".join([*pending, piece]))
+                pending = []
+                if chunk_lines and len(chunk) == chunk_lines:
+                    yield chunk, undecodable
+                    chunk, undecodable = [], 0
+            if rest:
+                pending.append(rest)
+    except _READ_ERRORS as e:
+        raise InferenceError(f"--input: cannot read {path} ({reason(e)})") from None
+    if pending:
+        add(b"".join(pending))
+    if chunk:
+        yield chunk, undecodable
 
 
 def read_lines(path: str) -> tuple[list[str], int]:
     """The lines of ``path`` and how many of them had bytes that are not UTF-8."""
-    try:
-        data = _read_bytes(path)
-    except (tf.errors.OpError, OSError, EOFError, zlib.error) as e:
-        raise InferenceError(f"--input: cannot read {path} ({reason(e)})") from None
-    if not data:
-        return [], 0
-    raw = data.split(b"\n")
-    if raw[-1] == b"":
-        raw.pop()
-    raw = [line[:-1] if line.endswith(b"\r") else line for line in raw]
-    if raw and raw[0].startswith(b"\xef\xbb\xbf"):
-        raw[0] = raw[0][3:]
-    lines, undecodable = [], 0
-    for line in raw:
-        try:
-            lines.append(line.decode("utf-8"))
-        except UnicodeDecodeError:
-            lines.append(line.decode("utf-8", errors="replace"))
-            undecodable += 1
-    return lines, undecodable
+    return next(iter_line_chunks(path), ([], 0))
 
 
 def count_lines(path: str) -> int:
-    """Lines in ``path`` as ``read_lines`` counts them."""
-    data = _read_bytes(path)
-    return data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
+    """Lines in ``path`` as ``read_lines`` counts them (streamed; raises what reading raises)."""
+    count, last = 0, b"\n"
+    for block in _blocks(path):
+        count += block.count(b"\n")
+        last = block[-1:]
+    return count + (last != b"\n")
 
 
 def write_lines_atomically(
-    path: str, lines: Sequence[str], *, before_rename: Callable[[str], None] | None = None
+    path: str, lines: Iterable[str], *, before_rename: Callable[[str], None] | None = None
 ) -> None:
-    """Writes ``lines``, each ended by "\\n", to a temporary name beside ``path``, then renames it.
+    """Writes ``lines``, each ended by "\\n", to ``path`` as ``write_atomically`` does."""
+    write_atomically(path, _encoded(lines), before_rename=before_rename)
+
+
+def _encoded(lines: Iterable[str]) -> Iterator[bytes]:
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) == 4096:
+            yield "".join(f"{line}\n" for line in batch).encode("utf-8")
+            batch = []
+    yield "".join(f"{line}\n" for line in batch).encode("utf-8")
+
+
+def write_atomically(
+    path: str, blocks: Iterable[bytes], *, before_rename: Callable[[str], None] | None = None
+) -> None:
+    """Streams ``blocks`` to a temporary name beside ``path`` (gzipped for .gz), then renames it.
 
     ``before_rename(path)`` runs in between (tests use it to simulate a crash there).
     Temporaries of ``path`` left by a killed run are removed first.
@@ -143,12 +201,13 @@ def write_lines_atomically(
     tf.io.gfile.makedirs(directory)
     _remove_stale_temporaries(directory, name)
     tmp = f"{directory}/{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{name}"
-    data = "".join(f"{line}\n" for line in lines).encode("utf-8")
-    if path.endswith(".gz"):
-        data = gzip.compress(data, mtime=0)
     try:
-        with tf.io.gfile.GFile(tmp, "wb") as f:
-            f.write(data)
+        with contextlib.ExitStack() as stack:
+            f = stack.enter_context(tf.io.gfile.GFile(tmp, "wb"))
+            if path.endswith(".gz"):  # no name and no time in the header: same bytes every run
+                f = stack.enter_context(gzip.GzipFile(filename="", fileobj=f, mode="wb", mtime=0))
+            for block in blocks:
+                f.write(block)
         if before_rename is not None:
             before_rename(path)
         tf.io.gfile.rename(tmp, path, overwrite=True)
@@ -156,6 +215,61 @@ def write_lines_atomically(
         if tf.io.gfile.exists(tmp):
             tf.io.gfile.remove(tmp)
         raise
+
+
+class SavedChunks:
+    """The finished chunks of one long input, kept until its output is whole.
+
+    They live beside the output, in ``<dir>/.parts-<name>/``: ``part-00000`` ... (one
+    output line per input line of that chunk, each written atomically) and
+    ``manifest.json``, which says what they were made from (input, line count, chunk
+    size, model and decoding settings). A later run with the same manifest reuses the
+    chunks it finds complete; any other manifest discards them all.
+    """
+
+    def __init__(self, output: str):
+        directory, name = os.path.split(output)
+        self.dir = f"{directory or '.'}/{PARTS_PREFIX}{name}"
+
+    def exists(self) -> bool:
+        return tf.io.gfile.exists(self.dir)
+
+    def start(self, manifest: dict) -> int:
+        """Keeps the saved chunks made under ``manifest`` (discards others); -> how many kept."""
+        path = f"{self.dir}/{MANIFEST_FILE}"
+        kept = 0
+        if self.exists():
+            try:
+                with tf.io.gfile.GFile(path) as f:
+                    same = json.load(f) == manifest
+            except (*_READ_ERRORS, ValueError):
+                same = False
+            if same:
+                kept = sum(1 for n in tf.io.gfile.listdir(self.dir) if n.startswith("part-"))
+            else:
+                self.remove()
+        if not kept:
+            write_atomically(path, [json.dumps(manifest, sort_keys=True).encode("utf-8")])
+        return kept
+
+    def part(self, index: int) -> str:
+        return f"{self.dir}/part-{index:05d}"
+
+    def is_saved(self, index: int, lines: int) -> bool:
+        """Whether chunk ``index`` is saved with ``lines`` lines (only a rename makes it)."""
+        try:
+            return count_lines(self.part(index)) == lines
+        except _READ_ERRORS:
+            return False
+
+    def joined(self, count: int) -> Iterator[bytes]:
+        """The bytes of chunks 0 .. count - 1, in order."""
+        for index in range(count):
+            yield from _blocks(self.part(index))
+
+    def remove(self) -> None:
+        if self.exists():
+            tf.io.gfile.rmtree(self.dir)
 
 
 def _remove_stale_temporaries(directory: str, name: str) -> None:

@@ -145,7 +145,13 @@ class Trainer:
             max_to_keep=1,
             restore_from=config.model_dir,
         )
-        self.metrics = reporting.MetricsLog(config.model_dir, enabled=self.chief)
+        self.metrics = reporting.MetricsLog(
+            config.model_dir,
+            enabled=self.chief,
+            loss_label=reporting.loss_label(
+                config.task == features.TRANSLATION, config.label_smoothing
+            ),
+        )
         self.summaries = reporting.Summaries(config.model_dir, enabled=self.chief)
         self._train_step = self._make_train_step()
         self._eval_step = self._make_eval_step()

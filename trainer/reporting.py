@@ -24,11 +24,18 @@ def write_text_atomically(path: str, text: str | bytes) -> None:
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
+def loss_label(task_is_translation: bool, label_smoothing: float) -> str:
+    """What the reported loss is: per target token or per review, smoothed or not."""
+    unit = "per target token" if task_is_translation else "per review"
+    return f"loss {unit}" + (f", label smoothing {label_smoothing:g}" if label_smoothing else "")
+
+
 class MetricsLog:
     """metrics.jsonl: one JSON object per evaluation, ordered by step."""
 
-    def __init__(self, model_dir: str, *, enabled: bool):
+    def __init__(self, model_dir: str, *, enabled: bool, loss_label: str = "loss"):
         self.path = f"{model_dir}/{METRICS_FILE}"
+        self.loss_label = loss_label  # the curve's y-axis: what the loss is averaged over
         self.curve_path = f"{model_dir}/{CURVE_FILE}"
         self.enabled = enabled
         self.entries: list[dict] = []
@@ -80,7 +87,7 @@ class MetricsLog:
             steps, [e.get("val_loss") for e in self.entries], marker="o", label="validation"
         )
         axes[0].set_xlabel("step")
-        axes[0].set_ylabel("loss (per token, label-smoothed)")
+        axes[0].set_ylabel(self.loss_label)
         axes[0].legend()
         quality = "bleu" if any("bleu" in e for e in self.entries) else "val_accuracy"
         axes[1].plot(steps, [e.get(quality) for e in self.entries], marker="o", color="tab:green")

@@ -3,7 +3,8 @@
     python -m trainer.translate --model_dir=DIR --input='texts/*.en' --output=out/ \\
         [--beam_size=4 --alpha=0.6 --batch_tokens=4096 --checkpoint=best --overwrite]
 
-Rerunning the same command skips inputs whose output is complete and redoes the rest.
+Rerunning the same command skips inputs whose output is complete, resumes a long input
+after its last saved chunk (--group_lines) and redoes the rest.
 Every local GPU (else the CPU) gets its own copy of the model and takes the next batch
 when it is free.
 Naming, batching and the atomic writes are described in trainer/infer.py. Exit status 2
@@ -48,6 +49,15 @@ flags.DEFINE_string(
     "best (the newest in MODEL_DIR/best, else latest), latest, a checkpoint path or a directory.",
 )
 flags.DEFINE_bool("overwrite", False, "Redo inputs whose output is already complete.")
+flags.DEFINE_integer(
+    "group_lines",
+    100_000,
+    "Small files are pooled into groups of about this many lines; a longer file is run in "
+    "chunks of this many lines, each saved when done, so a rerun resumes after the last one.",
+)
+flags.register_validator(
+    "group_lines", lambda v: v >= 1, "--group_lines must be a positive integer"
+)
 flags.DEFINE_bool("progress", None, "Progress bar on stderr; default: when stderr is a terminal.")
 flags.DEFINE_integer(
     "virtual_devices",
@@ -98,6 +108,7 @@ def main(argv: list[str]) -> None:
             batch_tokens=FLAGS.batch_tokens,
             max_decode_length=FLAGS.max_decode_length,
             overwrite=FLAGS.overwrite,
+            group_lines=FLAGS.group_lines,
             progress=FLAGS.progress,
         )
     except infer.InferenceError as e:
