@@ -304,13 +304,15 @@ def test_a_crash_while_writing_leaves_no_partial_output(translator, tmp_path):
     )
 
 
-def test_classification_writes_a_json_line_per_input_line(classifier, tmp_path):
+@pytest.mark.parametrize("group_lines", [1000, 2], ids=["pooled", "in chunks of 2 lines"])
+def test_classification_writes_a_json_line_per_input_line(classifier, group_lines, tmp_path):
     write(tmp_path / "in" / "one.txt", [REVIEWS[0], "", REVIEWS[1], REVIEWS[2]])
     write(tmp_path / "in" / "two.txt", REVIEWS[3:] + [" "])
     summary = infer.classify_files(
         classifier,
         plan_jobs(str(tmp_path / "in" / "*.txt"), str(tmp_path / "out")),
         batch_size=2,
+        group_lines=group_lines,
         progress=False,
         log=lambda message: None,
     )
