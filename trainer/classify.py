@@ -20,47 +20,17 @@ import sys
 from absl import flags, logging
 
 from pipeline import cli, features
+from trainer import inference_flags
 
 PROGRAM = "classify"
 FLAGS = flags.FLAGS
+flags.adopt_module_key_flags(inference_flags)  # --model_dir, --output, ... in --help
 
-flags.DEFINE_string("model_dir", None, "A model dir written by trainer.train (local or gs://).")
 flags.DEFINE_string(
     "input", None, "Text file or glob (local or gs://), one text per line; may match many."
 )
-flags.DEFINE_string(
-    "output",
-    None,
-    "Output file; a directory (OUTPUT/<input basename>) when --input matches several files, "
-    "OUTPUT exists as a directory or ends with '/'.",
-)
 flags.DEFINE_integer("batch_size", 64, "Lines per batch, per device.")
-flags.DEFINE_string(
-    "checkpoint",
-    "best",
-    "best (the newest in MODEL_DIR/best, else latest), latest, a checkpoint path or a directory.",
-)
-flags.DEFINE_bool("overwrite", False, "Redo inputs whose output is already complete.")
-flags.DEFINE_integer(
-    "group_lines",
-    100_000,
-    "Small files are pooled into groups of about this many lines; a longer file is run in "
-    "chunks of this many lines, each saved when done, so a rerun resumes after the last one.",
-)
-flags.register_validator(
-    "group_lines", lambda v: v >= 1, "--group_lines must be a positive integer"
-)
-flags.DEFINE_bool("progress", None, "Progress bar on stderr; default: when stderr is a terminal.")
-flags.DEFINE_integer(
-    "virtual_devices",
-    0,
-    "Without GPUs: split the CPU into N logical devices, one model copy each (testing).",
-)
-
 flags.register_validator("batch_size", lambda v: v >= 1, "--batch_size must be a positive integer")
-flags.register_validator(
-    "virtual_devices", lambda v: v >= 0, "--virtual_devices must not be negative"
-)
 
 
 def main(argv: list[str]) -> None:
