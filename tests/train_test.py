@@ -174,6 +174,30 @@ def test_mirrored_bf16_on_two_virtual_devices_then_resume(ende_data, tmp_path):
     assert "done at step 30" in second.stdout
 
 
+def test_a_resumed_run_logs_the_uninterrupted_runs_losses_with_dropout_on(ende_data, tmp_path):
+    """Weights, optimizer, data position and dropout's random state all come back."""
+    common = [
+        f"--data_dir={ende_data}",
+        *TINY,
+        "--dropout=0.3",
+        "--relu_dropout=0.3",
+        "--attention_dropout=0.3",
+        "--checkpoint_every=10",
+        "--eval_every=100",
+        "--eval_bleu_sentences=0",
+    ]
+    straight = train(*common, f"--model_dir={tmp_path / 'straight'}", "--train_steps=20")
+    assert_ok(straight)
+    first = train(*common, f"--model_dir={tmp_path / 'stopped'}", "--train_steps=10")
+    assert_ok(first)
+    resumed = train(*common, f"--model_dir={tmp_path / 'stopped'}", "--train_steps=20")
+    assert_ok(resumed)
+    assert "at step 10" in resumed.stdout
+    uninterrupted = dict(losses(straight.stdout))
+    assert [uninterrupted[s] for s in (15, 20)] == [v for _, v in losses(resumed.stdout)]
+    assert dict(losses(first.stdout)) == {s: uninterrupted[s] for s in (5, 10)}
+
+
 def test_xla_compiled_step_trains(ende_data, tmp_path):
     # Short sequences and few steps: XLA compiles once per bucket shape.
     result = train(

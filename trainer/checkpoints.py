@@ -18,20 +18,37 @@ BEST_DIR = "best"
 
 
 class TrainingState:
-    """The checkpointed state: model, optimizer (its iterations is the step) and data position."""
+    """The checkpointed state: model, optimizer (its iterations is the step), data position
+    and dropout's random state.
+
+    Keras keeps each dropout layer's random state in a SeedGenerator variable that
+    ``Checkpoint(model=...)`` does not reach; it is listed here so that a resumed run
+    draws the masks the interrupted run would have drawn. Checkpoints written before
+    it was listed restore without it (a fresh random state).
+    """
 
     def __init__(self, *, model, optimizer):
         self.model = model
         self.optimizer = optimizer
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.batch_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")
+        self.dropout_seeds = dropout_seed_states(model)
         self.checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=optimizer, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch
+            model=model,
+            optimizer=optimizer,
+            epoch=self.epoch,
+            batch_in_epoch=self.batch_in_epoch,
+            dropout_seeds=self.dropout_seeds,
         )
 
     @property
     def step(self) -> int:
         return int(self.optimizer.iterations.numpy())
+
+
+def dropout_seed_states(model) -> list:
+    """The model's SeedGenerator state variables, in the model's (fixed) layer order."""
+    return [v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")]
 
 
 def restore_latest(checkpoint: tf.train.Checkpoint, directory: str) -> str | None:
