@@ -121,7 +121,12 @@ _SMALL_VARINTS = [_varint(v) for v in range(_SMALL)]
 
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited protobuf field."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    tag, size = number << 3 | 2, len(payload)
+    return (
+        (_SMALL_VARINTS[tag] if tag < _SMALL else _varint(tag))
+        + (_SMALL_VARINTS[size] if size < _SMALL else _varint(size))
+        + payload
+    )
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -29,6 +29,11 @@ def _tf_example(mapping: dict[str, list[int]]) -> example_pb2.Example:
             {"inputs": [2**40, 3], "label": 0},
             {"inputs": [2**40, 3], "label": [0]},
         ),
+        (  # a field longer than 64 KiB: its length is a 3-byte varint
+            "classification",
+            {"inputs": [300] * 40_000, "label": 1},
+            {"inputs": [300] * 40_000, "label": [1]},
+        ),
     ],
 )
 def test_serialized_example_is_what_tensorflow_builds(task, kwargs, mapping):
