@@ -1,6 +1,7 @@
 """A training run's figures as the Markdown tables docs/RESULTS.md shows.
 
     .venv/bin/python scripts/results_tables.py MODEL_DIR
+    .venv/bin/python scripts/results_tables.py MODEL_DIR OTHER_DIR ...   # a comparison
 
 Reads what the trainer and trainer.tune wrote into MODEL_DIR, nothing else:
 
@@ -9,6 +10,11 @@ Reads what the trainer and trainer.tune wrote into MODEL_DIR, nothing else:
   validation loss, validation token accuracy and the validation metric (BLEU or accuracy);
 * `tuned/tuned.json`, if trainer.tune ran -> the weights table and the decoding table,
   each row with its validation score and its gain over the first row.
+
+With several model dirs (runs of one task that differ in some flags) it prints one
+comparison table instead: a column per run, headed by the config fields in which the
+runs differ, a row per evaluated step with each run's validation metric, and a last
+row with each run's best and its gain over the first run's best.
 """
 
 from __future__ import annotations
@@ -75,6 +81,47 @@ def tuned_tables(tuned: dict) -> list[str]:
     return lines
 
 
+def comparison_table(runs: list[tuple[dict, list[dict]]]) -> list[str]:
+    """Markdown comparing runs (config, metrics entries) of one task, step by step."""
+    translation = runs[0][0]["model"]["task"] == "translation"
+    metric, kind = ("bleu", "bleu") if translation else ("val_accuracy", "accuracy")
+    flat = [_flatten(config) for config, _ in runs]
+    differing = sorted(
+        k
+        for k in set().union(*flat)
+        if k not in ("model_dir", "data_dir") and len({repr(f.get(k)) for f in flat}) > 1
+    )
+    heads = [", ".join(f"{k} {f.get(k)}" for k in differing) or "(same config)" for f in flat]
+    lines = [
+        f"| step | {' | '.join(heads)} |",
+        "|---:|" + "---:|" * len(runs),
+    ]
+    by_step = [{e["step"]: e.get(metric) for e in entries} for _, entries in runs]
+    for step in sorted(set().union(*by_step)):
+        cells = ["" if s.get(step) is None else _score(kind, s[step]) for s in by_step]
+        lines.append(f"| {step} | {' | '.join(cells)} |")
+    bests = [max((v for v in s.values() if v is not None), default=None) for s in by_step]
+    cells = []
+    for best in bests:
+        if best is None:
+            cells.append("")
+            continue
+        gain = "" if bests[0] is None else f" ({_gain(kind, best - bests[0])})"
+        cells.append(f"**{_score(kind, best)}**{gain}")
+    lines.append(f"| best | {' | '.join(cells)} |")
+    return lines
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _name(metric: str) -> str:
     return "BLEU" if metric == "bleu" else metric
 
@@ -91,31 +138,52 @@ def _loss(value) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.splitlines()[0])
-    parser.add_argument("model_dir", help="A model dir the trainer wrote (with metrics.jsonl).")
-    args = parser.parse_args(argv)
-    config_path = os.path.join(args.model_dir, "config.json")
-    metrics_path = os.path.join(args.model_dir, "metrics.jsonl")
+def load_run(model_dir: str) -> tuple[dict, list[dict]]:
+    """(config.json, metrics.jsonl entries) of a model dir; RunError when they do not read."""
+    config_path = os.path.join(model_dir, "config.json")
+    metrics_path = os.path.join(model_dir, "metrics.jsonl")
     try:
         with open(config_path) as f:
-            translation = json.load(f)["model"]["task"] == "translation"
+            config = json.load(f)
+        _ = config["model"]["task"]  # a model dir's config names its task
         with open(metrics_path) as f:
             entries = [json.loads(line) for line in f if line.strip()]
     except OSError as e:
-        print(f"{PROGRAM}: error: {e.filename}: {e.strerror}", file=sys.stderr)
-        return 2
+        raise RunError(f"{e.filename}: {e.strerror}") from None
     except (json.JSONDecodeError, KeyError, TypeError):
+        raise RunError(f"{model_dir}: not a model dir the trainer wrote") from None
+    if not entries:
+        raise RunError(f"{metrics_path} has no evaluations yet")
+    return config, entries
+
+
+class RunError(ValueError):
+    """A model dir that cannot be read (one line for the user)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "model_dirs", nargs="+", metavar="MODEL_DIR", help="Model dirs the trainer wrote."
+    )
+    args = parser.parse_args(argv)
+    try:
+        runs = [load_run(d) for d in args.model_dirs]
+    except RunError as e:
+        print(f"{PROGRAM}: error: {e}", file=sys.stderr)
+        return 2
+    tasks = {config["model"]["task"] for config, _ in runs}
+    if len(tasks) > 1:
         print(
-            f"{PROGRAM}: error: {args.model_dir}: not a model dir the trainer wrote",
-            file=sys.stderr,
+            f"{PROGRAM}: error: the runs are of different tasks: {sorted(tasks)}", file=sys.stderr
         )
         return 2
-    if not entries:
-        print(f"{PROGRAM}: error: {metrics_path} has no evaluations yet", file=sys.stderr)
-        return 2
-    print("\n".join(curve_table(entries, translation=translation)))
-    tuned_path = os.path.join(args.model_dir, "tuned", "tuned.json")
+    if len(runs) > 1:
+        print("\n".join(comparison_table(runs)))
+        return 0
+    config, entries = runs[0]
+    print("\n".join(curve_table(entries, translation=config["model"]["task"] == "translation")))
+    tuned_path = os.path.join(args.model_dirs[0], "tuned", "tuned.json")
     if os.path.exists(tuned_path):
         with open(tuned_path) as f:
             print("\n" + "\n".join(tuned_tables(json.load(f))))

@@ -23,11 +23,11 @@ def models(tmp_path_factory, ende_data, imdb_data) -> dict[str, str]:
     return tiny_models.train_models(base, ende_data=ende_data, imdb_data=imdb_data)
 
 
-def results_tables(directory: str) -> list[str]:
-    """scripts/results_tables.py's output lines for ``directory``, run as a user runs it."""
+def results_tables(*directories: str) -> list[str]:
+    """scripts/results_tables.py's output lines for ``directories``, run as a user runs it."""
     script = os.path.join(tiny_models.ROOT, "scripts", "results_tables.py")
     result = subprocess.run(
-        [sys.executable, script, directory], capture_output=True, text=True, check=True
+        [sys.executable, script, *directories], capture_output=True, text=True, check=True
     )
     return result.stdout.splitlines()
 
@@ -135,3 +135,28 @@ def test_refuses_validation_data_of_another_tokenizer(models, ende_data_other_to
     assert len(lines) == 1 and lines[0].startswith("tune: error: --data_dir: "), result.stderr
     assert "validate on the data the model was trained on" in lines[0]
     assert not os.path.exists(os.path.join(directory, tune.TUNED_DIR))
+
+
+def test_results_tables_compares_runs_that_differ_in_a_flag(models, tmp_path):
+    """Two runs of one model dir's config, one with another learning rate and fake scores."""
+    with open(os.path.join(models["classification"], "config.json")) as f:
+        base = json.load(f)
+    original = base["learning_rate"]
+    runs = []
+    for name, rate, accuracies in (("a", original, [0.8, 0.85]), ("b", 0.3, [0.82, 0.87])):
+        run = tmp_path / name
+        run.mkdir()
+        config = dict(base, model_dir=str(run), learning_rate=rate)
+        (run / "config.json").write_text(json.dumps(config))
+        lines = [
+            json.dumps({"step": 10 * (i + 1), "val_accuracy": a}) for i, a in enumerate(accuracies)
+        ]
+        (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        runs.append(str(run))
+    assert results_tables(*runs) == [
+        f"| step | learning_rate {original} | learning_rate 0.3 |",
+        "|---:|---:|---:|",
+        "| 10 | 80.00% | 82.00% |",
+        "| 20 | 85.00% | 87.00% |",
+        "| best | **85.00%** (+0.00 points) | **87.00%** (+2.00 points) |",
+    ]
