@@ -59,7 +59,8 @@ def tuned_tables(tuned: dict) -> list[str]:
     """Markdown for tuned.json: the weights compared, then the decodings compared."""
     metric = tuned["metric"]
     weights = tuned["weights"]
-    lines = [f"| weights | greedy val {_name(metric)} | vs first row |", "|---|---:|---:|"]
+    scored = f"greedy val {_name(metric)}" if metric == "bleu" else f"val {_name(metric)}"
+    lines = [f"| weights | {scored} | vs first row |", "|---|---:|---:|"]
     for row in weights:
         lines.append(
             f"| {row['weights']} | {_score(metric, row[metric])} | "

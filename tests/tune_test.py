@@ -95,6 +95,7 @@ def test_translation_picks_the_best_scored_weights_and_decoding(models, tmp_path
         steps = [json.loads(line)["step"] for line in f]
     assert tables[0].endswith("| val token accuracy | val BLEU |")
     assert [int(row.split("|")[1]) for row in tables[2 : 2 + len(steps)]] == sorted(steps)
+    assert "| weights | greedy val BLEU | vs first row |" in tables
     assert "| average of last 2 |" in "\n".join(tables)
     assert f"| greedy | {report['decodings'][0]['bleu']:.2f} | +0.00 |" in tables
 
@@ -110,6 +111,7 @@ def test_classification_scores_accuracy_on_the_whole_validation_split(models, im
     assert report["decodings"] == []
     tables = results_tables(directory)
     assert tables[0] == "| step | epoch | train loss | val loss | val accuracy |"
+    assert "| weights | val accuracy | vs first row |" in tables
     assert tables[-1].startswith("| average of last 2 | ")
     assert tables[-1].endswith(" points |")
 
