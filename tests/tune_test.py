@@ -145,7 +145,8 @@ def test_results_tables_compares_runs_that_differ_in_a_flag(models, tmp_path):
         base = json.load(f)
     original = base["learning_rate"]
     runs = []
-    for name, rate, accuracies in (("a", original, [0.8, 0.85]), ("b", 0.3, [0.82, 0.87])):
+    other = original * 2
+    for name, rate, accuracies in (("a", original, [0.8, 0.85]), ("b", other, [0.82, 0.87])):
         run = tmp_path / name
         run.mkdir()
         config = dict(base, model_dir=str(run), learning_rate=rate)
@@ -156,7 +157,7 @@ def test_results_tables_compares_runs_that_differ_in_a_flag(models, tmp_path):
         (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
         runs.append(str(run))
     assert results_tables(*runs) == [
-        f"| step | learning_rate {original} | learning_rate 0.3 |",
+        f"| step | learning_rate {original} | learning_rate {other} |",
         "|---:|---:|---:|",
         "| 10 | 80.00% | 82.00% |",
         "| 20 | 85.00% | 87.00% |",
