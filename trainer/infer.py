@@ -40,7 +40,6 @@ import queue
 import re
 import sys
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -51,6 +50,7 @@ from tqdm import tqdm
 from pipeline import cli, features, predictions, text
 from trainer import decode
 from trainer.infer_files import (
+    READ_ERRORS,
     FileJob,
     InferenceError,
     SavedChunks,
@@ -431,7 +431,7 @@ def process_files(
     for job in jobs:
         try:
             lines = count_lines(job.input)
-        except (tf.errors.OpError, OSError, EOFError, zlib.error) as e:
+        except READ_ERRORS as e:
             raise InferenceError(f"--input: cannot read {job.input} ({reason(e)})") from None
         saved = SavedChunks(job.output)
         if overwrite:
@@ -482,7 +482,7 @@ def _output_complete(job: FileJob, input_lines: int, log) -> bool:
         return False
     try:
         output_lines = count_lines(job.output)
-    except (tf.errors.OpError, OSError, EOFError, zlib.error) as e:
+    except READ_ERRORS as e:
         log(f"redoing {job.input}: cannot read {job.output} ({reason(e)})")
         return False
     if output_lines == input_lines:

@@ -102,7 +102,7 @@ def _path_key(path: str) -> str:
 
 _BLOCK = 1 << 20
 # What reading a local, gs:// or gzipped file can raise (BadGzipFile is an OSError).
-_READ_ERRORS = (tf.errors.OpError, OSError, EOFError, zlib.error)
+READ_ERRORS = (tf.errors.OpError, OSError, EOFError, zlib.error)
 
 
 def _blocks(path: str) -> Iterator[bytes]:
@@ -149,7 +149,7 @@ def iter_line_chunks(path: str, chunk_lines: int | None = None) -> Iterator[tupl
                     chunk, undecodable = [], 0
             if rest:
                 pending.append(rest)
-    except _READ_ERRORS as e:
+    except READ_ERRORS as e:
         raise InferenceError(f"--input: cannot read {path} ({reason(e)})") from None
     if pending:
         add(b"".join(pending))
@@ -242,7 +242,7 @@ class SavedChunks:
             try:
                 with tf.io.gfile.GFile(path) as f:
                     same = json.load(f) == manifest
-            except (*_READ_ERRORS, ValueError):
+            except (*READ_ERRORS, ValueError):
                 same = False
             if same:
                 kept = sum(1 for n in tf.io.gfile.listdir(self.dir) if n.startswith("part-"))
@@ -259,7 +259,7 @@ class SavedChunks:
         """Whether chunk ``index`` is saved with ``lines`` lines (only a rename makes it)."""
         try:
             return count_lines(self.part(index)) == lines
-        except _READ_ERRORS:
+        except READ_ERRORS:
             return False
 
     def joined(self, count: int) -> Iterator[bytes]:
