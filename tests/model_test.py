@@ -49,6 +49,16 @@ def test_call_accepts_a_tuple_or_a_dict():
     np.testing.assert_allclose(from_dict, logits, rtol=1e-6)
 
 
+@pytest.mark.parametrize("share_embeddings", [True, False])
+def test_logits_mask_projects_only_the_chosen_positions(share_embeddings):
+    model = model_lib.build_model(_tiny_config(share_embeddings=share_embeddings))
+    inputs = (SOURCE, model_lib.shift_right(TARGETS))
+    real = TARGETS != features.PAD_ID
+    selected = model(inputs, logits_mask=real)
+    assert selected.shape == (int(real.sum()), VOCAB) and selected.dtype == tf.float32
+    np.testing.assert_allclose(selected, tf.boolean_mask(model(inputs), real), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_extra_source_padding_changes_nothing(norm_first):
     model = model_lib.build_model(_tiny_config(norm_first=norm_first))

@@ -174,7 +174,13 @@ class Trainer:
         cfg = self.config
         if cfg.task == features.TRANSLATION:
             targets = batch[features.TARGETS]
-            logits = self.model((batch[features.INPUTS], shift_right(targets)), training=training)
+            model_inputs = (batch[features.INPUTS], shift_right(targets))
+            if cfg.xla:  # XLA needs static shapes: every position gets logits
+                logits = self.model(model_inputs, training=training)
+            else:  # logits for the real tokens only; PAD would be masked out of the loss anyway
+                real = targets != features.PAD_ID
+                logits = self.model(model_inputs, training=training, logits_mask=real)
+                targets = tf.boolean_mask(targets, real)
             loss_sum, weight = losses.masked_cross_entropy(
                 targets, logits, label_smoothing=cfg.label_smoothing
             )
@@ -211,9 +217,8 @@ class Trainer:
             global_weight = tf.maximum(
                 ctx.all_reduce(tf.distribute.ReduceOp.SUM, local_weight), 1.0
             )
-            grads = [tf.zeros_like(v) for v in variables]
-            loss_total = correct_total = tf.constant(0.0)
-            for batch in batches:
+            grads, loss_total, correct_total = gradients(batches[0], global_weight)
+            for batch in batches[1:]:  # gradient accumulation
                 batch_grads, loss_sum, correct = gradients(batch, global_weight)
                 grads = [a + b for a, b in zip(grads, batch_grads)]
                 loss_total += loss_sum

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from pipeline import features
@@ -196,23 +197,30 @@ class Transformer(_EncoderModel):
         if self.decoder_norm is not None:
             self.decoder_norm.build(hidden_shape)
 
-    def call(self, inputs, training: bool = False):
+    def call(self, inputs, training: bool = False, logits_mask=None):
         """Teacher-forced logits `[b, t, vocab]` float32.
 
         `inputs`: `(source [b, s], targets_in [b, t])` or a dict with keys
         `features.INPUTS` and `TARGETS_IN`; `targets_in = shift_right(targets)`.
+        With `logits_mask` (`[b, t]` bool, e.g. `targets != PAD`), only those
+        positions are projected: logits `[n, vocab]` in row-major order, the
+        rows `tf.boolean_mask(logits, logits_mask)` would select.
         """
         if isinstance(inputs, Mapping):
             source, targets_in = inputs[features.INPUTS], inputs[TARGETS_IN]
         else:
             source, targets_in = inputs
         memory, memory_mask = self.encode(source, training=training)
-        return self.decode(targets_in, memory, memory_mask, training=training)
+        return self.decode(
+            targets_in, memory, memory_mask, training=training, logits_mask=logits_mask
+        )
 
-    def decode(self, targets_in, memory, memory_mask, *, training: bool = False):
+    def decode(self, targets_in, memory, memory_mask, *, training: bool = False, logits_mask=None):
         """targets_in `[b, t]`, memory `[b, s, d]`, memory_mask `[b, s]` -> logits `[b, t, vocab]`.
 
         Position `i` sees `targets_in[:, :i + 1]` only (causal mask) and no PAD.
+        `logits_mask` as in `call`: the vocabulary projection, the largest matmul
+        of a small model, then skips the positions no loss reads (padding).
         """
         self_attention_mask = ops.logical_and(
             causal_mask(ops.shape(targets_in)[1]), padding_mask(targets_in)[:, None, None, :]
@@ -226,6 +234,8 @@ class Transformer(_EncoderModel):
                 memory_mask=memory_mask,
                 training=training,
             )
+        if logits_mask is not None:
+            x = tf.boolean_mask(x, logits_mask)  # dynamic shape: not under XLA
         return self._logits(x)
 
     def init_cache(self, memory, memory_mask, max_decode_len: int) -> dict[str, Any]:
@@ -283,7 +293,7 @@ class Transformer(_EncoderModel):
         return self.embedding if self.target_embedding is None else self.target_embedding
 
     def _logits(self, x):
-        """Decoder output `[b, t, d]` -> logits `[b, t, vocab]` float32."""
+        """Decoder output `[..., d]` -> logits `[..., vocab]` float32."""
         if self.decoder_norm is not None:
             x = self.decoder_norm(x)
         if self.output_projection is not None:
