@@ -1,0 +1,132 @@
+"""Where a training step's time goes: TensorFlow op time by op type and by op, for one preset.
+
+    python scripts/profile_train_step.py --data_dir=/tmp/ende --preset=tiny --steps=8
+
+Builds the project's Trainer (one_device strategy) the way `scripts/bench_train.py` does (`train_timing`),
+runs `--steps` steps once untimed (tracing), then once more under the TensorFlow profiler,
+and sums the duration of every op the trace records (on all threads: with 2 cores the op
+time can exceed the wall time). Prints the share of each op type and the costliest ops by
+name, e.g. to see how much of a small model's step is the vocabulary projection.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import os
+import sys
+import tempfile
+import time
+
+from absl import flags, logging
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import train_timing  # noqa: E402
+
+from pipeline import cli, features  # noqa: E402
+from trainer.config import PRECISIONS  # noqa: E402
+
+PROGRAM = "profile_train_step"
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("data_dir", None, "A translation preprocessing output (with metadata.json).")
+flags.DEFINE_enum("preset", "tiny", list(train_timing.TRANSLATION_PRESETS), "Model preset.")
+flags.DEFINE_enum("precision", "float32", list(PRECISIONS), "Training precision.")
+flags.DEFINE_integer("steps", 8, "Profiled training steps (after as many untimed ones).")
+flags.DEFINE_integer("batch_tokens", 4096, "Token budget per batch, padding included.")
+flags.DEFINE_bool("xla", False, "Profile the trainer's --xla step.")
+flags.DEFINE_integer("top", 15, "How many op types and ops to list.")
+flags.register_validator("steps", lambda v: v >= 1, "--steps must be at least 1")
+flags.register_validator("batch_tokens", lambda v: v > 0, "--batch_tokens must be positive")
+flags.register_validator("top", lambda v: v >= 1, "--top must be at least 1")
+
+
+def op_seconds(logdir: str) -> collections.Counter:
+    """{op name "scope/name:Type": seconds} summed over the profiler trace under `logdir`."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    totals: collections.Counter = collections.Counter()
+    for path in glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True):
+        space = xplane_pb2.XSpace()
+        with open(path, "rb") as f:
+            space.ParseFromString(f.read())
+        for plane in space.planes:
+            for line in plane.lines:
+                for event in line.events:
+                    name = plane.event_metadata[event.metadata_id].name
+                    if "/" in name and ":" in name:  # a TensorFlow op, not a runtime event
+                        totals[name] += event.duration_ps / 1e12
+    return totals
+
+
+def by_type(ops: collections.Counter) -> collections.Counter:
+    types: collections.Counter = collections.Counter()
+    for name, seconds in ops.items():
+        types[name.rsplit(":", 1)[1]] += seconds
+    return types
+
+
+def report(ops: collections.Counter, *, wall: float, steps: int, top: int) -> str:
+    total = sum(ops.values())
+    lines = [f"{steps} steps: {wall:.2f} s wall, {total:.2f} s of op time on all threads", ""]
+    lines += ["| op type | seconds | share |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v:.3f} | {v / total:.1%} |" for k, v in by_type(ops).most_common(top)]
+    lines += ["", "| op | seconds | share |", "|---|---:|---:|"]
+    lines += [f"| `{k}` | {v:.3f} | {v / total:.1%} |" for k, v in ops.most_common(top)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected argument {argv[1]!r}")
+    if not FLAGS.data_dir:
+        raise cli.UsageError("--data_dir is required")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.set_verbosity(logging.WARNING)
+    import tensorflow as tf
+
+    try:
+        metadata = features.load_metadata(FLAGS.data_dir)
+    except features.MetadataError as e:
+        raise cli.UsageError(f"--data_dir: {str(e).splitlines()[0]}") from None
+    if metadata.task != features.TRANSLATION:
+        raise cli.UsageError(f"--data_dir: {FLAGS.data_dir} holds {metadata.task} data")
+    with tempfile.TemporaryDirectory(prefix="profile_train_") as work:
+        try:
+            trainer = train_timing.make_trainer(
+                data_dir=FLAGS.data_dir,
+                model_dir=os.path.join(work, "model"),
+                preset=FLAGS.preset,
+                precision=FLAGS.precision,
+                batch_tokens=FLAGS.batch_tokens,
+                xla=FLAGS.xla,
+            )
+        except ValueError as e:  # the trainer's config checks
+            raise cli.UsageError(str(e).splitlines()[0]) from None
+        dataset, _ = train_timing.fixed_batches(
+            data_dir=FLAGS.data_dir,
+            metadata=metadata,
+            batch_tokens=FLAGS.batch_tokens,
+            max_length=trainer.config.model.max_length,
+            count=FLAGS.steps,
+            pad_to_bucket=FLAGS.xla,
+        )
+        train_timing.time_trainer(trainer, dataset)  # tracing (and XLA compiles)
+        logdir = os.path.join(work, "trace")
+        tf.profiler.experimental.start(logdir)
+        start = time.perf_counter()
+        train_timing.time_trainer(trainer, dataset)
+        wall = time.perf_counter() - start
+        tf.profiler.experimental.stop()
+        ops = op_seconds(logdir)
+    if not ops:
+        raise cli.UsageError("the profiler recorded no TensorFlow ops")
+    print(
+        f"{FLAGS.preset} {FLAGS.precision}{' --xla' if FLAGS.xla else ''}, "
+        f"batches of {FLAGS.batch_tokens} tokens from {FLAGS.data_dir}\n"
+    )
+    print(report(ops, wall=wall, steps=FLAGS.steps, top=FLAGS.top), end="")
+
+
+if __name__ == "__main__":
+    cli.run_main(PROGRAM, main)

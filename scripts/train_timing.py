@@ -1,0 +1,105 @@
+"""Timing the project's trainer step: what scripts/bench_train.py and scripts/profile_train_step.py share.
+
+No flags here: both scripts define their own and pass the values in.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pipeline import features
+from trainer.model_config import MODEL_PRESETS
+
+TRANSLATION_PRESETS = sorted(name for name in MODEL_PRESETS if name != "imdb")
+
+
+# ---- data --------------------------------------------------------------------------------------
+
+
+def fixed_batches(
+    *,
+    data_dir: str,
+    metadata,
+    batch_tokens: int,
+    max_length: int,
+    count: int,
+    pad_to_bucket: bool = False,
+):
+    """The first `count` training batches (the epoch repeats if shorter), cached in memory.
+
+    Returns `(dataset, target_tokens)`: a dataset of `{"inputs", "targets"}` batches and the
+    non-PAD target tokens of each, in order.
+    """
+    import tensorflow as tf
+
+    from trainer import input_pipeline
+
+    dataset = (
+        input_pipeline.train_dataset(
+            data_dir=data_dir,
+            metadata=metadata,
+            epoch=0,
+            seed=0,
+            max_length=max_length,
+            batch_tokens=batch_tokens,
+            pad_to_bucket=pad_to_bucket,
+        )
+        .repeat()
+        .take(count)
+        .cache()
+    )
+    target_tokens = [  # this pass fills the cache
+        int(tf.math.count_nonzero(batch[features.TARGETS] != features.PAD_ID)) for batch in dataset
+    ]
+    return dataset, target_tokens
+
+
+# ---- the trainer -----------------------------------------------------------------------------
+
+
+def make_trainer(
+    *,
+    data_dir: str,
+    model_dir: str,
+    preset: str,
+    precision: str,
+    batch_tokens: int,
+    xla: bool = False,
+):
+    """The project's Trainer for `preset` on one device (it sets the global dtype policy)."""
+    from trainer.config import TrainConfig
+    from trainer.loop import Trainer
+    from trainer.model_config import model_config_from_preset
+
+    metadata = features.load_metadata(data_dir)
+    model = model_config_from_preset(
+        preset, vocab_size=metadata.tokenizer.vocab_size, task=metadata.task
+    )
+    config = TrainConfig(
+        data_dir=data_dir,
+        model_dir=model_dir,
+        model=model,
+        preset=preset,
+        batch_tokens=batch_tokens,
+        precision=precision,
+        strategy="one_device",
+        xla=xla,
+        eval_bleu_sentences=0,
+    )
+    return Trainer(config)
+
+
+def time_trainer(trainer, dataset) -> float:
+    """Seconds from the end of the first step to the end of the last, over `dataset`.
+
+    Each step is what `Trainer.train` does per step, less logging: take the batches as
+    the loop does (`_next_batches` on a distributed iterator), run the step, read the
+    step counter (the loop's host sync).
+    """
+    iterator = iter(trainer.strategy.distribute_datasets_from_function(lambda _: dataset))
+    start = None
+    while (batches := trainer._next_batches(iterator)) is not None:
+        trainer._train_step(batches)
+        _ = trainer.state.step  # the loop reads it after every step: a host sync
+        start = start or time.perf_counter()
+    return time.perf_counter() - start

@@ -1,0 +1,52 @@
+"""scripts/profile_train_step.py: a one-step profile of the real trainer on the small prepared dataset."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "scripts", "profile_train_step.py")
+
+
+def profile(*flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, SCRIPT, *flags],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
+    )
+
+
+@pytest.mark.slow
+def test_one_step_profile_lists_matmul_and_the_vocabulary_projection(ende_data):
+    result = profile(f"--data_dir={ende_data}", "--steps=1", "--top=40")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    shares = {
+        name: float(share)
+        for name, share in re.findall(r"^\| (\w+) \| [\d.]+ \| ([\d.]+)% \|$", result.stdout, re.M)
+    }
+    assert "MatMul" in shares and 0 < shares["MatMul"] <= 100, result.stdout
+    assert sum(shares.values()) <= 100.5
+    # the tied embedding's reverse matmul (the logits) and its gradient are profiled by name
+    assert re.search(r"^\| `[^`]*embedding[^`]*MatMul[^`]*` \|", result.stdout, re.M), result.stdout
+
+
+def test_translation_data_is_required(imdb_data):
+    result = profile(f"--data_dir={imdb_data}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"profile_train_step: error: --data_dir: {imdb_data} holds classification data"
+    )
+
+
+def test_missing_data_dir_is_one_line():
+    result = profile()
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "profile_train_step: error: --data_dir is required"
