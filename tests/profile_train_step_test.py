@@ -49,4 +49,7 @@ def test_translation_data_is_required(imdb_data):
 def test_missing_data_dir_is_one_line():
     result = profile()
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == "profile_train_step: error: --data_dir is required"
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "profile_train_step: error: --data_dir is required"
+    )
