@@ -32,10 +32,11 @@ import sys
 import tempfile
 import time
 
-from absl import flags, logging
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_report  # noqa: E402
+import train_timing  # noqa: E402
 from train_timing import TRANSLATION_PRESETS, fixed_batches, make_trainer, time_trainer  # noqa: E402
 
 from pipeline import cli, features  # noqa: E402
@@ -383,12 +384,7 @@ def format_report(
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise cli.UsageError(f"unexpected argument {argv[1]!r}")
-    if not FLAGS.data_dir:
-        raise cli.UsageError("--data_dir is required")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.set_verbosity(logging.WARNING)
+    train_timing.start(argv, FLAGS.data_dir)
     try:
         import keras_hub  # noqa: F401
     except ImportError:
@@ -403,12 +399,6 @@ def main(argv: list[str]) -> None:
     if FLAGS.xla or gpu:  # model.fit compiles with XLA on a GPU too
         # Compilation per batch shape must happen before the timing: warm up on every batch.
         warmup = max(warmup, FLAGS.steps + 1)
-    try:
-        metadata = features.load_metadata(data_dir)
-    except features.MetadataError as e:
-        raise cli.UsageError(f"--data_dir: {str(e).splitlines()[0]}") from None
-    if metadata.task != features.TRANSLATION:
-        raise cli.UsageError(f"--data_dir: {data_dir} holds {metadata.task} data, not translation")
     results = []
     for preset in FLAGS.presets:
         for precision in FLAGS.precisions:

@@ -18,12 +18,12 @@ import sys
 import tempfile
 import time
 
-from absl import flags, logging
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_timing  # noqa: E402
 
-from pipeline import cli, features  # noqa: E402
+from pipeline import cli  # noqa: E402
 from trainer.config import PRECISIONS  # noqa: E402
 
 PROGRAM = "profile_train_step"
@@ -77,20 +77,9 @@ def report(ops: collections.Counter, *, wall: float, steps: int, top: int) -> st
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise cli.UsageError(f"unexpected argument {argv[1]!r}")
-    if not FLAGS.data_dir:
-        raise cli.UsageError("--data_dir is required")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.set_verbosity(logging.WARNING)
+    metadata = train_timing.start(argv, FLAGS.data_dir)
     import tensorflow as tf
 
-    try:
-        metadata = features.load_metadata(FLAGS.data_dir)
-    except features.MetadataError as e:
-        raise cli.UsageError(f"--data_dir: {str(e).splitlines()[0]}") from None
-    if metadata.task != features.TRANSLATION:
-        raise cli.UsageError(f"--data_dir: {FLAGS.data_dir} holds {metadata.task} data")
     with tempfile.TemporaryDirectory(prefix="profile_train_") as work:
         try:
             trainer = train_timing.make_trainer(

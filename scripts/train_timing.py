@@ -7,10 +7,34 @@ from __future__ import annotations
 
 import time
 
-from pipeline import features
+from pipeline import cli, features
 from trainer.model_config import MODEL_PRESETS
 
 TRANSLATION_PRESETS = sorted(name for name in MODEL_PRESETS if name != "imdb")
+
+
+def start(argv: list[str], data_dir: str | None):
+    """An entry point's common checks: no stray arguments, `--data_dir` holds translation data.
+
+    Returns the metadata; raises `cli.UsageError` (one line) otherwise. Quiets TF's logs.
+    """
+    import os
+
+    from absl import logging
+
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected argument {argv[1]!r}")
+    if not data_dir:
+        raise cli.UsageError("--data_dir is required")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.set_verbosity(logging.WARNING)
+    try:
+        metadata = features.load_metadata(data_dir)
+    except features.MetadataError as e:
+        raise cli.UsageError(f"--data_dir: {str(e).splitlines()[0]}") from None
+    if metadata.task != features.TRANSLATION:
+        raise cli.UsageError(f"--data_dir: {data_dir} holds {metadata.task} data, not translation")
+    return metadata
 
 
 # ---- data --------------------------------------------------------------------------------------

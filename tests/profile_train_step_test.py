@@ -42,7 +42,7 @@ def test_translation_data_is_required(imdb_data):
     result = profile(f"--data_dir={imdb_data}")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        f"profile_train_step: error: --data_dir: {imdb_data} holds classification data"
+        f"profile_train_step: error: --data_dir: {imdb_data} holds classification data, not translation"
     )
 
 
