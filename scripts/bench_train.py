@@ -226,6 +226,7 @@ def flops_per_target_token(*, params: int, num_layers: int, d_model: int, length
 def measure(
     *,
     data_dir: str,
+    metadata,
     preset: str,
     precision: str,
     batch_tokens: int,
@@ -244,11 +245,11 @@ def measure(
     """
     import keras
 
-    metadata = features.load_metadata(data_dir)
     try:
         with tempfile.TemporaryDirectory(prefix="bench_train_") as model_dir:
             trainer = make_trainer(
                 data_dir=data_dir,
+                metadata=metadata,
                 model_dir=model_dir,
                 preset=preset,
                 precision=precision,
@@ -384,7 +385,7 @@ def format_report(
 
 
 def main(argv: list[str]) -> None:
-    train_timing.start(argv, FLAGS.data_dir)
+    metadata = train_timing.start(argv, FLAGS.data_dir)
     try:
         import keras_hub  # noqa: F401
     except ImportError:
@@ -405,6 +406,7 @@ def main(argv: list[str]) -> None:
             try:
                 result = measure(
                     data_dir=data_dir,
+                    metadata=metadata,
                     preset=preset,
                     precision=precision,
                     batch_tokens=FLAGS.batch_tokens,

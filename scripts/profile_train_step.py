@@ -2,10 +2,10 @@
 
     python scripts/profile_train_step.py --data_dir=/tmp/ende --preset=tiny --steps=8
 
-Builds the project's Trainer (one_device strategy) the way `scripts/bench_train.py` does (`train_timing`),
-runs `--steps` steps once untimed (tracing), then once more under the TensorFlow profiler,
-and sums the duration of every op the trace records (on all threads: with 2 cores the op
-time can exceed the wall time). Prints the share of each op type and the costliest ops by
+Builds the project's Trainer (one_device strategy) as `scripts/bench_train.py` does (both
+use `train_timing`), runs `--steps` steps once untimed (tracing), then once more under the
+TensorFlow profiler, and sums the duration of every op the trace records (on all threads:
+with 2 cores the op time can exceed the wall time). Prints the share of each op type and the costliest ops by
 name, e.g. to see how much of a small model's step is the vocabulary projection.
 """
 
@@ -84,6 +84,7 @@ def main(argv: list[str]) -> None:
         try:
             trainer = train_timing.make_trainer(
                 data_dir=FLAGS.data_dir,
+                metadata=metadata,
                 model_dir=os.path.join(work, "model"),
                 preset=FLAGS.preset,
                 precision=FLAGS.precision,

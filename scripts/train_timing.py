@@ -5,7 +5,10 @@ No flags here: both scripts define their own and pass the values in.
 
 from __future__ import annotations
 
+import os
 import time
+
+from absl import logging
 
 from pipeline import cli, features
 from trainer.model_config import MODEL_PRESETS
@@ -18,10 +21,6 @@ def start(argv: list[str], data_dir: str | None):
 
     Returns the metadata; raises `cli.UsageError` (one line) otherwise. Quiets TF's logs.
     """
-    import os
-
-    from absl import logging
-
     if len(argv) > 1:
         raise cli.UsageError(f"unexpected argument {argv[1]!r}")
     if not data_dir:
@@ -84,18 +83,21 @@ def fixed_batches(
 def make_trainer(
     *,
     data_dir: str,
+    metadata,
     model_dir: str,
     preset: str,
     precision: str,
     batch_tokens: int,
     xla: bool = False,
 ):
-    """The project's Trainer for `preset` on one device (it sets the global dtype policy)."""
+    """The project's Trainer for `preset` on one device (it sets the global dtype policy).
+
+    `metadata` is `data_dir`'s (from `start`): the model takes its vocabulary size and task.
+    """
     from trainer.config import TrainConfig
     from trainer.loop import Trainer
     from trainer.model_config import model_config_from_preset
 
-    metadata = features.load_metadata(data_dir)
     model = model_config_from_preset(
         preset, vocab_size=metadata.tokenizer.vocab_size, task=metadata.task
     )
