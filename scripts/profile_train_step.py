@@ -3,10 +3,11 @@
     python scripts/profile_train_step.py --data_dir=/tmp/ende --preset=tiny --steps=8
 
 Builds the project's Trainer (one_device strategy) as `scripts/bench_train.py` does (both
-use `train_timing`), runs `--steps` steps once untimed (tracing), then once more under the
-TensorFlow profiler, and sums the duration of every op the trace records (on all threads:
-with 2 cores the op time can exceed the wall time). Prints the share of each op type and the costliest ops by
-name, e.g. to see how much of a small model's step is the vocabulary projection.
+use `train_timing`), runs `--steps` steps three times: untimed (tracing), timed, and under
+the TensorFlow profiler, where it sums the duration of every op the trace records (on all
+threads: with 2 cores the op time can exceed the wall time). Prints the timed pass, the
+share of each op type and the costliest ops by name, e.g. to see how much of a small
+model's step is the vocabulary projection.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from __future__ import annotations
 import collections
 import glob
 import os
+import re
 import sys
 import tempfile
-import time
 
 from absl import flags
 
@@ -32,13 +33,18 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "A translation preprocessing output (with metadata.json).")
 flags.DEFINE_enum("preset", "tiny", list(train_timing.TRANSLATION_PRESETS), "Model preset.")
 flags.DEFINE_enum("precision", "float32", list(PRECISIONS), "Training precision.")
-flags.DEFINE_integer("steps", 8, "Profiled training steps (after as many untimed ones).")
+flags.DEFINE_integer("steps", 8, "Training steps per pass (tracing, timed, profiled).")
 flags.DEFINE_integer("batch_tokens", 4096, "Token budget per batch, padding included.")
 flags.DEFINE_bool("xla", False, "Profile the trainer's --xla step.")
 flags.DEFINE_integer("top", 15, "How many op types and ops to list.")
 flags.register_validator("steps", lambda v: v >= 1, "--steps must be at least 1")
 flags.register_validator("batch_tokens", lambda v: v > 0, "--batch_tokens must be positive")
 flags.register_validator("top", lambda v: v >= 1, "--top must be at least 1")
+
+
+# A TensorFlow op's trace event: "scope/name:Type" or, at the root scope, "Name:Type". Runtime
+# events ("ExecutorState::Process", "EagerLocalExecute: __inference_...") do not match.
+_OP_EVENT = re.compile(r"^[^\s:]+:[A-Za-z0-9_]+$")
 
 
 def op_seconds(logdir: str) -> collections.Counter:
@@ -54,7 +60,7 @@ def op_seconds(logdir: str) -> collections.Counter:
             for line in plane.lines:
                 for event in line.events:
                     name = plane.event_metadata[event.metadata_id].name
-                    if "/" in name and ":" in name:  # a TensorFlow op, not a runtime event
+                    if _OP_EVENT.match(name):
                         totals[name] += event.duration_ps / 1e12
     return totals
 
@@ -66,9 +72,13 @@ def by_type(ops: collections.Counter) -> collections.Counter:
     return types
 
 
-def report(ops: collections.Counter, *, wall: float, steps: int, top: int) -> str:
+def report(ops: collections.Counter, *, seconds: float, steps: int, top: int) -> str:
     total = sum(ops.values())
-    lines = [f"{steps} steps: {wall:.2f} s wall, {total:.2f} s of op time on all threads", ""]
+    lines = [
+        f"{steps} steps: {seconds:.2f} s without the profiler (from the end of the first step),",
+        f"{total:.2f} s of op time on all threads under it",
+        "",
+    ]
     lines += ["| op type | seconds | share |", "|---|---:|---:|"]
     lines += [f"| {k} | {v:.3f} | {v / total:.1%} |" for k, v in by_type(ops).most_common(top)]
     lines += ["", "| op | seconds | share |", "|---|---:|---:|"]
@@ -102,11 +112,10 @@ def main(argv: list[str]) -> None:
             pad_to_bucket=FLAGS.xla,
         )
         train_timing.time_trainer(trainer, dataset)  # tracing (and XLA compiles)
+        seconds = train_timing.time_trainer(trainer, dataset)
         logdir = os.path.join(work, "trace")
         tf.profiler.experimental.start(logdir)
-        start = time.perf_counter()
         train_timing.time_trainer(trainer, dataset)
-        wall = time.perf_counter() - start
         tf.profiler.experimental.stop()
         ops = op_seconds(logdir)
     if not ops:
@@ -115,7 +124,7 @@ def main(argv: list[str]) -> None:
         f"{FLAGS.preset} {FLAGS.precision}{' --xla' if FLAGS.xla else ''}, "
         f"batches of {FLAGS.batch_tokens} tokens from {FLAGS.data_dir}\n"
     )
-    print(report(ops, wall=wall, steps=FLAGS.steps, top=FLAGS.top), end="")
+    print(report(ops, seconds=seconds, steps=FLAGS.steps, top=FLAGS.top), end="")
 
 
 if __name__ == "__main__":

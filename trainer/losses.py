@@ -130,9 +130,9 @@ def _hits(labels, logits):
     """1.0 where the label's logit is the largest of `logits [..., C]`, else 0.0.
 
     The argmax hit, computed as `z_label >= max(z)`: one max-reduction over the
-    classes instead of TensorFlow's CPU ArgMax kernel, which was a large share of
-    a `tiny` training step (docs/BENCHMARKS.md). An exact tie with a larger class
-    counts as a hit, which float logits practically never produce.
+    classes, where `ops.argmax` on TensorFlow adds several element-wise passes
+    over the logits (profiled in docs/BENCHMARKS.md). An exact tie with a larger
+    class counts as a hit, which float logits practically never produce.
     """
     label_logits = ops.take_along_axis(logits, ops.cast(labels, "int32")[..., None], axis=-1)
     return ops.cast(label_logits[..., 0] >= ops.max(logits, axis=-1), "float32")
