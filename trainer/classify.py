@@ -14,10 +14,9 @@ Exit status 2 means a usage error (one line on stderr).
 
 from __future__ import annotations
 
-import os
 import sys
 
-from absl import flags, logging
+from absl import flags
 
 from pipeline import cli, features
 from trainer import inference_flags
@@ -33,39 +32,16 @@ flags.DEFINE_integer("batch_size", 64, "Lines per batch, per device.")
 flags.register_validator("batch_size", lambda v: v >= 1, "--batch_size must be a positive integer")
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise cli.UsageError(f"unexpected argument {argv[1]!r}")
-    for name in ("model_dir", "input", "output"):
-        if not getattr(FLAGS, name):
-            raise cli.UsageError(f"--{name} is required")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.set_verbosity(logging.ERROR)
-    from trainer import distribution, infer  # TensorFlow starts here
+def _classify(loaded, jobs, **common):
+    from trainer import infer
 
-    distribution.configure_devices(virtual_devices=FLAGS.virtual_devices)
-    try:
-        jobs = infer.plan_jobs(FLAGS.input, FLAGS.output)
-        loaded = infer.load_model_dir(
-            FLAGS.model_dir,
-            task=features.CLASSIFICATION,
-            checkpoint=FLAGS.checkpoint,
-            devices=distribution.local_devices(num_gpus=-1, virtual_devices=FLAGS.virtual_devices),
-        )
-        print(loaded.describe(), file=sys.stderr, flush=True)
-        summary = infer.classify_files(
-            loaded,
-            jobs,
-            batch_size=FLAGS.batch_size,
-            overwrite=FLAGS.overwrite,
-            group_lines=FLAGS.group_lines,
-            progress=FLAGS.progress,
-        )
-    except infer.InferenceError as e:
-        raise cli.UsageError(str(e), e.status) from None
-    for note in summary.notes():
-        print(note, flush=True)
-    print(f"classified {summary.describe()}", flush=True)
+    return infer.classify_files(loaded, jobs, batch_size=FLAGS.batch_size, **common)
+
+
+def main(argv: list[str]) -> None:
+    inference_flags.run_files(
+        argv, task=features.CLASSIFICATION, verb="classified", infer_files=_classify
+    )
 
 
 def run() -> None:

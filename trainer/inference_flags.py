@@ -1,12 +1,22 @@
-"""The flags trainer.translate and trainer.classify share (defined once, read by those two only).
+"""What trainer.translate and trainer.classify share: their common flags and `run_files`.
 
-Each command defines its own `--input` help and its batching flags; both pass the
-values below to `trainer.infer` (`load_model_dir`, `translate_files` / `classify_files`).
+Each command defines its own `--input` help and its batching flags, and hands `run_files`
+the call that runs its files; `run_files` checks the flags, loads the model dir and passes
+the values below to `trainer.infer` (`load_model_dir`, `translate_files` / `classify_files`).
+Only those two entry points import this module.
 """
 
 from __future__ import annotations
 
-from absl import flags
+import os
+import sys
+from collections.abc import Callable
+
+from absl import flags, logging
+
+from pipeline import cli
+
+FLAGS = flags.FLAGS
 
 flags.DEFINE_string("model_dir", None, "A model dir written by trainer.train (local or gs://).")
 flags.DEFINE_string(
@@ -40,3 +50,39 @@ flags.register_validator(
 flags.register_validator(
     "virtual_devices", lambda v: v >= 0, "--virtual_devices must not be negative"
 )
+
+
+def run_files(argv: list[str], *, task: str, verb: str, infer_files: Callable) -> None:
+    """One command's main: `infer_files(loaded, jobs, overwrite=, group_lines=, progress=)`
+    runs the planned jobs and returns the summary printed as `<verb> <summary>`."""
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected argument {argv[1]!r}")
+    for name in ("model_dir", "input", "output"):
+        if not getattr(FLAGS, name):
+            raise cli.UsageError(f"--{name} is required")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.set_verbosity(logging.ERROR)
+    from trainer import distribution, infer  # TensorFlow starts here
+
+    distribution.configure_devices(virtual_devices=FLAGS.virtual_devices)
+    try:
+        jobs = infer.plan_jobs(FLAGS.input, FLAGS.output)
+        loaded = infer.load_model_dir(
+            FLAGS.model_dir,
+            task=task,
+            checkpoint=FLAGS.checkpoint,
+            devices=distribution.local_devices(num_gpus=-1, virtual_devices=FLAGS.virtual_devices),
+        )
+        print(loaded.describe(), file=sys.stderr, flush=True)
+        summary = infer_files(
+            loaded,
+            jobs,
+            overwrite=FLAGS.overwrite,
+            group_lines=FLAGS.group_lines,
+            progress=FLAGS.progress,
+        )
+    except infer.InferenceError as e:
+        raise cli.UsageError(str(e), e.status) from None
+    for note in summary.notes():
+        print(note, flush=True)
+    print(f"{verb} {summary.describe()}", flush=True)

@@ -13,10 +13,9 @@ means a usage error (one line on stderr).
 
 from __future__ import annotations
 
-import os
 import sys
 
-from absl import flags, logging
+from absl import flags
 
 from pipeline import cli, features
 from trainer import inference_flags
@@ -51,42 +50,24 @@ flags.register_validator(
 )
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise cli.UsageError(f"unexpected argument {argv[1]!r}")
-    for name in ("model_dir", "input", "output"):
-        if not getattr(FLAGS, name):
-            raise cli.UsageError(f"--{name} is required")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.set_verbosity(logging.ERROR)
-    from trainer import distribution, infer  # TensorFlow starts here
+def _translate(loaded, jobs, **common):
+    from trainer import infer
 
-    distribution.configure_devices(virtual_devices=FLAGS.virtual_devices)
-    try:
-        jobs = infer.plan_jobs(FLAGS.input, FLAGS.output)
-        loaded = infer.load_model_dir(
-            FLAGS.model_dir,
-            task=features.TRANSLATION,
-            checkpoint=FLAGS.checkpoint,
-            devices=distribution.local_devices(num_gpus=-1, virtual_devices=FLAGS.virtual_devices),
-        )
-        print(loaded.describe(), file=sys.stderr, flush=True)
-        summary = infer.translate_files(
-            loaded,
-            jobs,
-            beam_size=FLAGS.beam_size,
-            alpha=FLAGS.alpha,
-            batch_tokens=FLAGS.batch_tokens,
-            max_decode_length=FLAGS.max_decode_length,
-            overwrite=FLAGS.overwrite,
-            group_lines=FLAGS.group_lines,
-            progress=FLAGS.progress,
-        )
-    except infer.InferenceError as e:
-        raise cli.UsageError(str(e), e.status) from None
-    for note in summary.notes():
-        print(note, flush=True)
-    print(f"translated {summary.describe()}", flush=True)
+    return infer.translate_files(
+        loaded,
+        jobs,
+        beam_size=FLAGS.beam_size,
+        alpha=FLAGS.alpha,
+        batch_tokens=FLAGS.batch_tokens,
+        max_decode_length=FLAGS.max_decode_length,
+        **common,
+    )
+
+
+def main(argv: list[str]) -> None:
+    inference_flags.run_files(
+        argv, task=features.TRANSLATION, verb="translated", infer_files=_translate
+    )
 
 
 def run() -> None:
