@@ -16,7 +16,10 @@ the first `--steps + 1` of the train split, held in memory so that reading shard
 neither side anything. Each model first takes `--warmup` untimed steps over them
 (tracing; under XLA every shape compiles, so warmup then covers all of them); then the
 two sides take turns, `--repeats` times, each timing one pass from the end of its first
-step to the end of its last. Throughput counts non-PAD target tokens; the table reports
+step to the end of its last. With `--keras_batches=fixed_length` keras-hub gets the same
+examples as a Keras user's fixed-shape input instead (every sequence padded to the longest,
+`--batch_tokens // length` examples a batch): that ratio includes what length bucketing
+saves, the other is the step alone. Throughput counts non-PAD target tokens; the table reports
 the median over repeats and the ratio ours / keras-hub. With a GPU it also reports
 model FLOPs utilization (MFU) against `--peak_tflops`.
 Needs keras-hub (in the dev extra, which scripts/bootstrap.sh installs).
@@ -37,7 +40,13 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_report  # noqa: E402
 import train_timing  # noqa: E402
-from train_timing import TRANSLATION_PRESETS, fixed_batches, make_trainer, time_trainer  # noqa: E402
+from train_timing import (  # noqa: E402
+    TRANSLATION_PRESETS,
+    fixed_batches,
+    fixed_length_batches,
+    make_trainer,
+    time_trainer,
+)
 
 from pipeline import cli, features  # noqa: E402
 from trainer.config import PRECISIONS  # noqa: E402
@@ -64,6 +73,14 @@ flags.DEFINE_bool(
     "Ours with the trainer's --xla (XLA-compiled step, batches padded to bucket lengths).",
 )
 flags.DEFINE_integer("batch_tokens", 4096, "Token budget per batch, padding included.")
+flags.DEFINE_enum(
+    "keras_batches",
+    "same",
+    ["same", "fixed_length"],
+    "What model.fit trains on: the same length-bucketed batches as ours, or the same examples "
+    "as a Keras user's fixed-shape input (every sequence padded to the longest, batch size = "
+    "--batch_tokens // that length).",
+)
 flags.DEFINE_integer("repeats", 2, "Timed runs per side, alternating ours and keras-hub.")
 flags.DEFINE_float(
     "peak_tflops", 989.0, "Accelerator peak TFLOP/s for MFU (989: H100/H200 dense bf16)."
@@ -100,6 +117,9 @@ class Result:
     ours_params: int
     keras_hub_params: int
     flops_per_token: float
+    keras_fixed_length: int | None = (
+        None  # keras-hub's padded length with --keras_batches=fixed_length
+    )
 
     @property
     def ratio(self) -> float:
@@ -234,6 +254,7 @@ def measure(
     warmup: int,
     repeats: int,
     xla: bool = False,
+    keras_fixed_length: bool = False,
 ) -> Result:
     """Builds both models under `precision` and times them in turns; restores float32.
 
@@ -241,7 +262,8 @@ def measure(
     them first (so every shape is traced before the timing when `warmup > steps`), then
     each timed run goes through them once. With `xla` ours trains on the same examples
     padded to their bucket's length (the trainer's `--xla` input), keras-hub on the
-    batches as they come.
+    batches as they come. With `keras_fixed_length` keras-hub trains on the same examples
+    re-batched by `fixed_length_batches` (more, smaller batches; its first one untimed).
     """
     import keras
 
@@ -266,19 +288,31 @@ def measure(
                 count=steps + 1,
             )
             ours_batches, tokens = fixed_batches(**batches, pad_to_bucket=xla)
-            keras_batches = ours_batches
+            keras_batches, keras_tokens, fixed_length = ours_batches, tokens, None
             if xla:
                 keras_batches, keras_tokens = fixed_batches(**batches)
                 if keras_tokens != tokens:
                     raise RuntimeError("padded and unpadded batches hold different examples")
+            if keras_fixed_length:
+                keras_batches, keras_tokens, fixed_length = fixed_length_batches(
+                    keras_batches, batch_tokens
+                )
+                if sum(keras_tokens) != sum(tokens):
+                    raise RuntimeError("fixed-length batches hold different examples")
+                if len(keras_tokens) < 2:
+                    raise ValueError(
+                        f"--steps={steps}: its examples fill only one fixed-length batch; "
+                        "the timing needs two (raise --steps)"
+                    )
             keras_batches = _keras_pairs(keras_batches)
-            timed_tokens = sum(tokens[1:])
+            timed_tokens, keras_timed_tokens = sum(tokens[1:]), sum(keras_tokens[1:])
             time_trainer(trainer, ours_batches.repeat().take(warmup))
             time_fit(baseline, keras_batches.repeat().take(warmup), warmup)
             ours, theirs = [], []
             for _ in range(repeats):
                 ours.append(timed_tokens / time_trainer(trainer, ours_batches))
-                theirs.append(timed_tokens / time_fit(baseline, keras_batches, steps + 1))
+                seconds = time_fit(baseline, keras_batches, len(keras_tokens))
+                theirs.append(keras_timed_tokens / seconds)
             lengths = [int(b[features.TARGETS].shape[1]) for b in ours_batches.skip(1)]
             params = trainer.model.count_params()
             return Result(
@@ -288,6 +322,7 @@ def measure(
                 keras_hub=theirs,
                 ours_params=params,
                 keras_hub_params=baseline.count_params(),
+                keras_fixed_length=fixed_length,
                 flops_per_token=flops_per_target_token(
                     params=params,
                     num_layers=model_config.num_layers,
@@ -357,15 +392,26 @@ def format_report(
         for r in results
         if r.precision == results[0].precision
     )
+    fixed = sorted({r.keras_fixed_length for r in results if r.keras_fixed_length})
+    shapes = " or ".join(f"{batch_tokens // n} x {n}" for n in fixed)
     lines = [
         header,
         rule,
         *rows,
         "",
         f"Target tokens/s (non-PAD), median of {repeats} alternating runs of {steps} steps "
-        f"per side, after untimed warmup steps. Both sides train the same length-bucketed "
-        f"batches of {batch_tokens} tokens (padding included) from `{data_dir}`, held in "
-        "memory. Ours: `trainer.loop.Trainer` step, one_device strategy"
+        f"per side, after untimed warmup steps. "
+        + (
+            f"Both sides train the same examples from `{data_dir}`, held in memory: ours in "
+            f"length-bucketed batches of {batch_tokens} tokens (padding included), keras-hub "
+            f"in fixed-shape batches ({shapes} tokens: every sequence padded to the longest "
+            "among them), as the Keras translation examples feed `model.fit`; each side's "
+            "first batch is untimed"
+            if fixed
+            else f"Both sides train the same length-bucketed batches of {batch_tokens} tokens "
+            f"(padding included) from `{data_dir}`, held in memory"
+        )
+        + ". Ours: `trainer.loop.Trainer` step, one_device strategy"
         + (", `--xla` (batches padded to their bucket's length)" if xla else "")
         + ". keras-hub: "
         "`TransformerEncoder`/`TransformerDecoder`, tied `ReversibleEmbedding`, "
@@ -414,6 +460,7 @@ def main(argv: list[str]) -> None:
                     warmup=warmup,
                     repeats=FLAGS.repeats,
                     xla=FLAGS.xla,
+                    keras_fixed_length=FLAGS.keras_batches == "fixed_length",
                 )
             except ValueError as e:  # the trainer's config and input checks
                 raise cli.UsageError(str(e).splitlines()[0]) from None
@@ -435,6 +482,8 @@ def main(argv: list[str]) -> None:
         peak_tflops=FLAGS.peak_tflops if gpu else None,
     )
     title = SECTION_TITLE + (" with --xla" if FLAGS.xla else "")
+    if FLAGS.keras_batches == "fixed_length":
+        title += ", keras-hub on fixed-length batches"
     print(f"\n{title}\n\n{report}", end="")
     if FLAGS.append_to:
         bench_report.write_section(FLAGS.append_to, title, report)

@@ -77,6 +77,28 @@ def fixed_batches(
     return dataset, target_tokens
 
 
+def fixed_length_batches(batches, batch_tokens: int):
+    """The examples of `batches` re-batched as a Keras user's fixed-shape input.
+
+    Every sequence is padded to the longest source or target among them (L) and every batch
+    holds `batch_tokens // L` examples, the same token budget as a bucketed batch. Returns
+    `(dataset, target_tokens per batch, L)`; the examples and their order are unchanged.
+    """
+    import tensorflow as tf
+
+    length = max(
+        max(int(batch[features.INPUTS].shape[1]), int(batch[features.TARGETS].shape[1]))
+        for batch in batches
+    )
+    size = max(1, batch_tokens // length)
+    shape = {features.INPUTS: [length], features.TARGETS: [length]}
+    dataset = batches.unbatch().padded_batch(size, padded_shapes=shape).cache()
+    target_tokens = [  # this pass fills the cache
+        int(tf.math.count_nonzero(batch[features.TARGETS] != features.PAD_ID)) for batch in dataset
+    ]
+    return dataset, target_tokens, length
+
+
 # ---- the trainer -----------------------------------------------------------------------------
 
 

@@ -72,6 +72,30 @@ def test_tiny_run_writes_the_table_into_its_own_section(ende_data, tmp_path):
     assert text.endswith("## Inference\n\nkept as is\n")
 
 
+@pytest.mark.slow
+def test_fixed_length_run_feeds_keras_hub_one_shape_and_says_so(ende_data):
+    require_keras_hub()
+    result = bench(
+        f"--data_dir={ende_data}",
+        "--presets=tiny",
+        "--precisions=float32",
+        "--steps=4",
+        "--warmup=1",
+        "--repeats=1",
+        "--batch_tokens=512",  # the test data's examples would fill one batch of 4096
+        "--keras_batches=fixed_length",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "## Training throughput, keras-hub on fixed-length batches" in result.stdout
+    row = ROW.search(result.stdout)
+    assert row, result.stdout
+    assert all(float(group.replace(",", "")) > 0 for group in row.groups())
+    shape = re.search(r"in fixed-shape batches \((\d+) x (\d+) tokens", result.stdout)
+    assert shape, result.stdout
+    size, length = int(shape.group(1)), int(shape.group(2))
+    assert size == 512 // length and length > 1
+
+
 def replace_section(document: str, body: str) -> str:
     return bench_report.replace_section(document, "## Training throughput", body)
 
@@ -119,5 +143,22 @@ def test_a_budget_too_small_for_the_longest_pair_is_a_usage_error(ende_data):
     assert last_line(result.stderr) == (
         "bench_train: error: batch_tokens=100 over 1 replicas leaves 100 tokens per replica, "
         "fewer than max_length=256: the longest pairs would not fit"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_too_few_examples_for_two_fixed_length_batches_is_a_usage_error(ende_data):
+    require_keras_hub()
+    result = bench(
+        f"--data_dir={ende_data}",
+        "--presets=tiny",
+        "--precisions=float32",
+        "--steps=2",
+        "--keras_batches=fixed_length",
+    )
+    assert result.returncode == 2
+    assert last_line(result.stderr) == (
+        "bench_train: error: --steps=2: its examples fill only one fixed-length batch; "
+        "the timing needs two (raise --steps)"
     )
     assert "Traceback" not in result.stderr
