@@ -43,6 +43,15 @@ def storage_error(error: BaseException) -> str | None:
     return f"{_STORAGE_ERRORS[match.group(0)]}: {line}"
 
 
+def check_command_line(argv: list[str], *required: str) -> None:
+    """Refuses a stray positional argument, then names the first `required` flag left unset."""
+    if len(argv) > 1:
+        raise UsageError(f"unexpected argument {argv[1]!r}")
+    for name in required:
+        if not getattr(flags.FLAGS, name):
+            raise UsageError(f"--{name} is required")
+
+
 def fail(program: str, message: str, status: int = 2):
     print(f"{program}: error: {message}", file=sys.stderr)
     sys.exit(status)

@@ -21,8 +21,7 @@ def start(argv: list[str], data_dir: str | None):
 
     Returns the metadata; raises `cli.UsageError` (one line) otherwise. Quiets TF's logs.
     """
-    if len(argv) > 1:
-        raise cli.UsageError(f"unexpected argument {argv[1]!r}")
+    cli.check_command_line(argv)
     if not data_dir:
         raise cli.UsageError("--data_dir is required")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -382,11 +382,7 @@ def define_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise cli.UsageError(f"unexpected argument {argv[1]!r}")
-    for name in ("model_dir", "export_dir"):
-        if getattr(FLAGS, name) is None:
-            raise cli.UsageError(f"--{name} is required")
+    cli.check_command_line(argv, "model_dir", "export_dir")
     logging.set_verbosity(logging.WARNING)  # TF's saver logs every step at INFO
     try:
         path = export_model(

@@ -55,11 +55,7 @@ flags.register_validator(
 def run_files(argv: list[str], *, task: str, verb: str, infer_files: Callable) -> None:
     """One command's main: `infer_files(loaded, jobs, overwrite=, group_lines=, progress=)`
     runs the planned jobs and returns the summary printed as `<verb> <summary>`."""
-    if len(argv) > 1:
-        raise cli.UsageError(f"unexpected argument {argv[1]!r}")
-    for name in ("model_dir", "input", "output"):
-        if not getattr(FLAGS, name):
-            raise cli.UsageError(f"--{name} is required")
+    cli.check_command_line(argv, "model_dir", "input", "output")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.ERROR)
     from trainer import distribution, infer  # TensorFlow starts here

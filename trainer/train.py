@@ -208,11 +208,7 @@ def config_from_flags(metadata: features.Metadata) -> TrainConfig:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise cli.UsageError(f"unexpected argument {argv[1]!r}")
-    for name in ("data_dir", "model_dir"):
-        if not getattr(FLAGS, name):
-            raise cli.UsageError(f"--{name} is required")
+    cli.check_command_line(argv, "data_dir", "model_dir")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.WARNING)
     from trainer import distribution, loop  # TensorFlow starts here

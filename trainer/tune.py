@@ -228,8 +228,7 @@ def _ints(name: str, values: list[str], *, minimum: int) -> list[int]:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise cli.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_command_line(argv)
     averages = _ints("average", FLAGS.average, minimum=0)
     beam_sizes = _ints("beam_sizes", FLAGS.beam_sizes, minimum=1)
     try:
