@@ -117,9 +117,8 @@ class Result:
     ours_params: int
     keras_hub_params: int
     flops_per_token: float
-    keras_fixed_length: int | None = (
-        None  # keras-hub's padded length with --keras_batches=fixed_length
-    )
+    # keras-hub's one padded length with --keras_batches=fixed_length, else None
+    keras_fixed_length: int | None = None
 
     @property
     def ratio(self) -> float:

@@ -52,8 +52,6 @@ def fixed_batches(
     Returns `(dataset, target_tokens)`: a dataset of `{"inputs", "targets"}` batches and the
     non-PAD target tokens of each, in order.
     """
-    import tensorflow as tf
-
     from trainer import input_pipeline
 
     dataset = (
@@ -70,10 +68,7 @@ def fixed_batches(
         .take(count)
         .cache()
     )
-    target_tokens = [  # this pass fills the cache
-        int(tf.math.count_nonzero(batch[features.TARGETS] != features.PAD_ID)) for batch in dataset
-    ]
-    return dataset, target_tokens
+    return dataset, _target_tokens(dataset)
 
 
 def fixed_length_batches(batches, batch_tokens: int):
@@ -83,8 +78,6 @@ def fixed_length_batches(batches, batch_tokens: int):
     holds `batch_tokens // L` examples, the same token budget as a bucketed batch. Returns
     `(dataset, target_tokens per batch, L)`; the examples and their order are unchanged.
     """
-    import tensorflow as tf
-
     length = max(
         max(int(batch[features.INPUTS].shape[1]), int(batch[features.TARGETS].shape[1]))
         for batch in batches
@@ -92,10 +85,16 @@ def fixed_length_batches(batches, batch_tokens: int):
     size = max(1, batch_tokens // length)
     shape = {features.INPUTS: [length], features.TARGETS: [length]}
     dataset = batches.unbatch().padded_batch(size, padded_shapes=shape).cache()
-    target_tokens = [  # this pass fills the cache
+    return dataset, _target_tokens(dataset), length
+
+
+def _target_tokens(dataset) -> list[int]:
+    """Non-PAD target tokens of each batch of a cached `dataset` (this pass fills the cache)."""
+    import tensorflow as tf
+
+    return [
         int(tf.math.count_nonzero(batch[features.TARGETS] != features.PAD_ID)) for batch in dataset
     ]
-    return dataset, target_tokens, length
 
 
 # ---- the trainer -----------------------------------------------------------------------------
