@@ -25,61 +25,26 @@ An input line that normalizes to nothing (empty, blank, only "<br />") gives the
 
 from __future__ import annotations
 
-import logging
 import sys
 
-from absl import flags
-
-from pipeline import batch_inference, cli, features, predictions
+from pipeline import batch_inference_flags, cli, features, predictions
 
 PROGRAM = "batch_classify"
-FLAGS = flags.FLAGS
-
-
-def define_flags() -> None:
-    """This program's flags (defined when it runs, so importing the module defines none)."""
-    flags.DEFINE_string(
-        "export_dir", None, "A classification SavedModel written by trainer.export."
-    )
-    flags.DEFINE_string(
-        "input",
-        None,
-        "Text file(s) to classify, one text per line: a path or a glob.",
-    )
-    flags.DEFINE_string(
-        "output",
-        None,
-        "Output file (one input file), or directory (several inputs, a trailing /, or an "
-        "existing directory) that receives one JSON-lines file per input, named like it.",
-    )
-    flags.DEFINE_integer("min_batch_size", 1, "Smallest batch RunInference sends to the model.")
-    flags.DEFINE_integer("max_batch_size", 64, "Largest batch RunInference sends to the model.")
-    flags.register_validator(
-        "min_batch_size", lambda v: v >= 1, "--min_batch_size must be positive"
-    )
-    flags.register_validator(
-        "max_batch_size", lambda v: v >= 1, "--max_batch_size must be positive"
-    )
-
-
-def main(argv: list[str]) -> None:
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    outputs, counters = batch_inference.run_from_args(
-        task=features.CLASSIFICATION,
-        export_dir=FLAGS.export_dir,
-        input_pattern=FLAGS.input,
-        output=FLAGS.output,
-        min_batch_size=FLAGS.min_batch_size,
-        max_batch_size=FLAGS.max_batch_size,
-        beam_args=argv[1:],
-        format_prediction=predictions.format_classification,
-        empty_output=predictions.EMPTY_CLASSIFICATION,
-    )
-    print(batch_inference.summary("classified", outputs, counters))
 
 
 def run() -> None:
-    define_flags()
+    batch_inference_flags.define(
+        export_help="A classification SavedModel written by trainer.export.",
+        input_help="Text file(s) to classify, one text per line: a path or a glob.",
+        output_help="Output file (one input file), or directory (several inputs, a trailing /, "
+        "or an existing directory) that receives one JSON-lines file per input, named like it.",
+    )
+    main = batch_inference_flags.main_for(
+        task=features.CLASSIFICATION,
+        verb="classified",
+        format_prediction=predictions.format_classification,
+        empty_output=predictions.EMPTY_CLASSIFICATION,
+    )
     cli.run_main(PROGRAM, main, known_only=True)
 
 

@@ -24,16 +24,12 @@ Flags that are not this job's own pass through to Beam's PipelineOptions.
 
 from __future__ import annotations
 
-import logging
 import re
 import sys
 
-from absl import flags
-
-from pipeline import batch_inference, cli, features
+from pipeline import batch_inference_flags, cli, features
 
 PROGRAM = "batch_translate"
-FLAGS = flags.FLAGS
 
 # Everything str.splitlines() splits on, so each translation stays one line for any reader.
 _LINE_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]+")
@@ -49,48 +45,19 @@ def format_translation(inference: bytes) -> str:
     return one_line(inference.decode("utf-8", errors="replace"))
 
 
-def define_flags() -> None:
-    """This program's flags (defined when it runs, so importing the module defines none)."""
-    flags.DEFINE_string("export_dir", None, "A SavedModel directory written by trainer.export.")
-    flags.DEFINE_string(
-        "input",
-        None,
-        "Text file(s) to translate, one sentence per line: a path or a glob.",
+def run() -> None:
+    batch_inference_flags.define(
+        export_help="A SavedModel directory written by trainer.export.",
+        input_help="Text file(s) to translate, one sentence per line: a path or a glob.",
+        output_help="Output file (one input file), or directory (several inputs, a trailing /, "
+        "or an existing directory) that receives one file per input, named like it.",
     )
-    flags.DEFINE_string(
-        "output",
-        None,
-        "Output file (one input file), or directory (several inputs, a trailing /, or an "
-        "existing directory) that receives one file per input, named like it.",
-    )
-    flags.DEFINE_integer("min_batch_size", 1, "Smallest batch RunInference sends to the model.")
-    flags.DEFINE_integer("max_batch_size", 64, "Largest batch RunInference sends to the model.")
-    flags.register_validator(
-        "min_batch_size", lambda v: v >= 1, "--min_batch_size must be positive"
-    )
-    flags.register_validator(
-        "max_batch_size", lambda v: v >= 1, "--max_batch_size must be positive"
-    )
-
-
-def main(argv: list[str]) -> None:
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    outputs, counters = batch_inference.run_from_args(
+    main = batch_inference_flags.main_for(
         task=features.TRANSLATION,
-        export_dir=FLAGS.export_dir,
-        input_pattern=FLAGS.input,
-        output=FLAGS.output,
-        min_batch_size=FLAGS.min_batch_size,
-        max_batch_size=FLAGS.max_batch_size,
-        beam_args=argv[1:],
+        verb="translated",
         format_prediction=format_translation,
         empty_output="",
     )
-    print(batch_inference.summary("translated", outputs, counters))
-
-
-def run() -> None:
-    define_flags()
     cli.run_main(PROGRAM, main, known_only=True)
 
 
