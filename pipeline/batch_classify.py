@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import sys
 
+from absl import flags
+
 from pipeline import batch_inference_flags, cli, features, predictions
 
 PROGRAM = "batch_classify"
@@ -39,6 +41,7 @@ def run() -> None:
         output_help="Output file (one input file), or directory (several inputs, a trailing /, "
         "or an existing directory) that receives one JSON-lines file per input, named like it.",
     )
+    flags.adopt_module_key_flags(batch_inference_flags)  # its flags in --help
     main = batch_inference_flags.main_for(
         task=features.CLASSIFICATION,
         verb="classified",
