@@ -34,20 +34,29 @@ from pipeline import batch_inference_flags, cli, features, predictions
 PROGRAM = "batch_classify"
 
 
-def run() -> None:
+def define_flags() -> None:
+    """This job's flags (defined when it runs, so importing the module defines none)."""
     batch_inference_flags.define(
         export_help="A classification SavedModel written by trainer.export.",
         input_help="Text file(s) to classify, one text per line: a path or a glob.",
         output_help="Output file (one input file), or directory (several inputs, a trailing /, "
         "or an existing directory) that receives one JSON-lines file per input, named like it.",
     )
-    flags.adopt_module_key_flags(batch_inference_flags)  # its flags in --help
-    main = batch_inference_flags.main_for(
+    flags.adopt_module_key_flags(batch_inference_flags)  # its flags in this job's --help
+
+
+def main(argv: list[str]) -> None:
+    batch_inference_flags.run_job(
+        argv,
         task=features.CLASSIFICATION,
         verb="classified",
         format_prediction=predictions.format_classification,
         empty_output=predictions.EMPTY_CLASSIFICATION,
     )
+
+
+def run() -> None:
+    define_flags()
     cli.run_main(PROGRAM, main, known_only=True)
 
 

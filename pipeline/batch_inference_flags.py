@@ -2,7 +2,7 @@
 
 Each job passes its own help for --export_dir, --input and --output, and its task's output
 format; ``define`` defines the flags when the job runs (importing defines none) and
-``main_for`` builds the absl main that hands the values to
+``run_job``, the job's main body, hands the values to
 ``pipeline.batch_inference.run_from_args``. Flags that are not a job's own pass through to
 Beam. Only those two entry points import this module.
 """
@@ -34,24 +34,25 @@ def define(*, export_help: str, input_help: str, output_help: str) -> None:
     )
 
 
-def main_for(
-    *, task: str, verb: str, format_prediction: Callable[..., str], empty_output: str
-) -> Callable[[list[str]], None]:
-    """The job's main: run it over the files and print one summary line ("<verb> ...")."""
-
-    def main(argv: list[str]) -> None:
-        logging.getLogger("apache_beam").setLevel(logging.WARNING)
-        outputs, counters = batch_inference.run_from_args(
-            task=task,
-            export_dir=FLAGS.export_dir,
-            input_pattern=FLAGS.input,
-            output=FLAGS.output,
-            min_batch_size=FLAGS.min_batch_size,
-            max_batch_size=FLAGS.max_batch_size,
-            beam_args=argv[1:],
-            format_prediction=format_prediction,
-            empty_output=empty_output,
-        )
-        print(batch_inference.summary(verb, outputs, counters))
-
-    return main
+def run_job(
+    argv: list[str],
+    *,
+    task: str,
+    verb: str,
+    format_prediction: Callable[..., str],
+    empty_output: str,
+) -> None:
+    """A job's main body: run it over the files and print one summary line ("<verb> ...")."""
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    outputs, counters = batch_inference.run_from_args(
+        task=task,
+        export_dir=FLAGS.export_dir,
+        input_pattern=FLAGS.input,
+        output=FLAGS.output,
+        min_batch_size=FLAGS.min_batch_size,
+        max_batch_size=FLAGS.max_batch_size,
+        beam_args=argv[1:],
+        format_prediction=format_prediction,
+        empty_output=empty_output,
+    )
+    print(batch_inference.summary(verb, outputs, counters))

@@ -47,20 +47,29 @@ def format_translation(inference: bytes) -> str:
     return one_line(inference.decode("utf-8", errors="replace"))
 
 
-def run() -> None:
+def define_flags() -> None:
+    """This job's flags (defined when it runs, so importing the module defines none)."""
     batch_inference_flags.define(
         export_help="A SavedModel directory written by trainer.export.",
         input_help="Text file(s) to translate, one sentence per line: a path or a glob.",
         output_help="Output file (one input file), or directory (several inputs, a trailing /, "
         "or an existing directory) that receives one file per input, named like it.",
     )
-    flags.adopt_module_key_flags(batch_inference_flags)  # its flags in --help
-    main = batch_inference_flags.main_for(
+    flags.adopt_module_key_flags(batch_inference_flags)  # its flags in this job's --help
+
+
+def main(argv: list[str]) -> None:
+    batch_inference_flags.run_job(
+        argv,
         task=features.TRANSLATION,
         verb="translated",
         format_prediction=format_translation,
         empty_output="",
     )
+
+
+def run() -> None:
+    define_flags()
     cli.run_main(PROGRAM, main, known_only=True)
 
 

@@ -16,6 +16,27 @@ from trainer.model_config import ModelConfig
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 CONFIG_FILE = "config.json"
+# TrainConfig fields that must be > 0, and >= 0 (train.py validates the flags by these too).
+POSITIVE_FIELDS = (
+    "train_steps",
+    "batch_tokens",
+    "batch_size",
+    "warmup_steps",
+    "grad_accum_steps",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "eval_every",
+    "log_every",
+    "eval_beam_size",
+)
+NON_NEGATIVE_FIELDS = (
+    "eval_bleu_sentences",
+    "virtual_devices",
+    "early_stopping_patience",
+    "average_checkpoints",
+    "clip_norm",
+    "shuffle_buffer",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,29 +75,10 @@ class TrainConfig:
     skip_corrupt_shards: bool = False  # else a corrupt shard stops the run, naming it
 
     def __post_init__(self):
-        positive = (
-            "train_steps",
-            "batch_tokens",
-            "batch_size",
-            "warmup_steps",
-            "grad_accum_steps",
-            "checkpoint_every",
-            "keep_checkpoints",
-            "eval_every",
-            "log_every",
-            "eval_beam_size",
-        )
-        for name in positive:
+        for name in POSITIVE_FIELDS:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be positive")
-        for name in (
-            "eval_bleu_sentences",
-            "virtual_devices",
-            "early_stopping_patience",
-            "average_checkpoints",
-            "clip_norm",
-            "shuffle_buffer",
-        ):
+        for name in NON_NEGATIVE_FIELDS:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must not be negative")
         if self.learning_rate <= 0:

@@ -16,7 +16,13 @@ from absl import flags, logging
 
 from pipeline import cli, features
 from trainer import preemption
-from trainer.config import PRECISIONS, STRATEGIES, TrainConfig
+from trainer.config import (
+    NON_NEGATIVE_FIELDS,
+    POSITIVE_FIELDS,
+    PRECISIONS,
+    STRATEGIES,
+    TrainConfig,
+)
 from trainer.model_config import MODEL_PRESETS, model_config_from_preset
 
 PROGRAM = "train"
@@ -126,30 +132,13 @@ flags.DEFINE_bool(
     "the examples lost; without it a corrupt shard stops the run with a message naming it.",
 )
 
-for _name in (
-    "train_steps",
-    "batch_tokens",
-    "batch_size",
-    "warmup_steps",
-    "grad_accum_steps",
-    "checkpoint_every",
-    "keep_checkpoints",
-    "eval_every",
-    "log_every",
-    "eval_beam_size",
-):
+for _name in POSITIVE_FIELDS:
     flags.register_validator(_name, lambda v: v > 0, f"--{_name} must be a positive integer")
 for _name in ("num_layers", "d_model", "num_heads", "d_ff", "max_length"):
     flags.register_validator(
         _name, lambda v: v is None or v > 0, f"--{_name} must be a positive integer"
     )
-for _name in (
-    "eval_bleu_sentences",
-    "virtual_devices",
-    "early_stopping_patience",
-    "average_checkpoints",
-    "shuffle_buffer",
-):
+for _name in NON_NEGATIVE_FIELDS:
     flags.register_validator(_name, lambda v: v >= 0, f"--{_name} must not be negative")
 flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be positive")
 flags.register_validator(
