@@ -430,7 +430,8 @@ def format_report(
 
 
 def main(argv: list[str]) -> None:
-    metadata = train_timing.start(argv, FLAGS.data_dir)
+    cli.check_command_line(argv, "data_dir")
+    metadata = train_timing.start(FLAGS.data_dir)
     try:
         import keras_hub  # noqa: F401
     except ImportError:

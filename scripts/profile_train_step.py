@@ -87,7 +87,8 @@ def report(ops: collections.Counter, *, seconds: float, steps: int, top: int) ->
 
 
 def main(argv: list[str]) -> None:
-    metadata = train_timing.start(argv, FLAGS.data_dir)
+    cli.check_command_line(argv, "data_dir")
+    metadata = train_timing.start(FLAGS.data_dir)
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory(prefix="profile_train_") as work:

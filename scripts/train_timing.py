@@ -16,14 +16,11 @@ from trainer.model_config import MODEL_PRESETS
 TRANSLATION_PRESETS = sorted(name for name in MODEL_PRESETS if name != "imdb")
 
 
-def start(argv: list[str], data_dir: str | None):
-    """An entry point's common checks: no stray arguments, `--data_dir` holds translation data.
-
-    Returns the metadata; raises `cli.UsageError` (one line) otherwise. Quiets TF's logs.
+def start(data_dir: str):
+    """An entry point's common start, after its command-line check: `--data_dir` must hold
+    translation data. Returns the metadata; raises `cli.UsageError` (one line) otherwise.
+    Quiets TF's logs.
     """
-    cli.check_command_line(argv)
-    if not data_dir:
-        raise cli.UsageError("--data_dir is required")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.WARNING)
     try:
