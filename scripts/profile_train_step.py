@@ -65,10 +65,21 @@ def op_seconds(logdir: str) -> collections.Counter:
     return totals
 
 
+# Where TensorFlow runs an op with a oneDNN kernel (on Intel CPUs), the trace names the kernel:
+# "_MklMatMul", "_MklNativeBatchMatMulV2". Such a kernel counts as the op it implements, so one
+# op type is one row on every CPU.
+_ONEDNN_KERNEL = re.compile(r"^_Mkl(?:Native)?(?=[A-Z])")
+
+
+def op_type(name: str) -> str:
+    """The TensorFlow op type of a trace event "scope/name:Type", oneDNN kernels included."""
+    return _ONEDNN_KERNEL.sub("", name.rsplit(":", 1)[1])
+
+
 def by_type(ops: collections.Counter) -> collections.Counter:
     types: collections.Counter = collections.Counter()
     for name, seconds in ops.items():
-        types[name.rsplit(":", 1)[1]] += seconds
+        types[op_type(name)] += seconds
     return types
 
 

@@ -166,13 +166,22 @@ def test_greedy_stops_when_every_sequence_has_ended(copy_model, monkeypatch):
     assert max(ends) + 1 < 40
 
 
-def test_beam_size_one_is_greedy(copy_model, mixed_sources):
+def test_beam_size_one_follows_the_greedy_path(copy_model, mixed_sources):
+    """One beam follows the argmax path; it can only stop earlier, where EOS was the runner-up
+    and that ending already scores above everything the path goes on to reach."""
     greedy = decode.greedy_decode(copy_model, mixed_sources).numpy()
+    greedy_log_probs = decode.sequence_log_prob(copy_model, mixed_sources, greedy).numpy()
     ids, scores = decode.beam_search(copy_model, mixed_sources, beam_size=1, alpha=0.0)
-    np.testing.assert_array_equal(ids.numpy(), greedy)
     # alpha = 0: no length penalty, the score is the plain log-probability.
-    expected = decode.sequence_log_prob(copy_model, mixed_sources, greedy)
+    expected = decode.sequence_log_prob(copy_model, mixed_sources, ids)
     np.testing.assert_allclose(scores.numpy(), expected.numpy(), atol=1e-4)
+    for row, path, score, path_log_prob in zip(
+        ids.numpy(), greedy, scores.numpy(), greedy_log_probs
+    ):
+        out, path = _until_eos(row), _until_eos(path)
+        if out != path:
+            assert out[-1] == features.EOS_ID and out[:-1] == path[: len(out) - 1], (out, path)
+            assert score >= path_log_prob - 1e-4, (out, path)
 
 
 @pytest.mark.parametrize("model_name", ["copy_model", "random_model"])

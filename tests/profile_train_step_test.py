@@ -40,6 +40,29 @@ def test_one_step_profile_lists_matmul_and_the_vocabulary_projection(ende_data):
     assert re.search(r"^\| `[^`]*embedding[^`]*MatMul[^`]*` \|", result.stdout, re.M), result.stdout
 
 
+def test_onednn_kernels_count_as_the_op_they_implement():
+    names = [
+        "encoder/dense/MatMul:MatMul",
+        "encoder/dense/MatMul:_MklMatMul",
+        "attention/MatMul:_MklNativeBatchMatMulV2",
+        "loss:SparseSoftmaxCrossEntropyWithLogits",
+        "scope/op:_Mklish",
+    ]
+    code = "import profile_train_step as p, sys; print([p.op_type(n) for n in sys.argv[1:]])"
+    result = subprocess.run(
+        [sys.executable, "-c", code, *names],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=os.path.dirname(SCRIPT),
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == str(
+        ["MatMul", "MatMul", "BatchMatMulV2", "SparseSoftmaxCrossEntropyWithLogits", "_Mklish"]
+    )
+
+
 def test_translation_data_is_required(imdb_data):
     result = profile(f"--data_dir={imdb_data}")
     assert result.returncode == 2
