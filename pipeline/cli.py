@@ -80,4 +80,19 @@ def run_main(program: str, main: Callable[[list[str]], None], *, known_only: boo
                 raise
             fail(program, message, STORAGE_ERROR_STATUS)
 
+    _describe_entry_module(main)
     app.run(guarded, flags_parser=parse)
+
+
+def _describe_entry_module(main: Callable[[list[str]], None]) -> None:
+    """Under a console script (`tp-train`) `__main__` is pip's generated wrapper, so absl's
+    `--help` would show neither the command's docstring nor its flags. Lend the wrapper both
+    from the module that defines `main`, as `python -m` shows them."""
+    module = sys.modules.get(main.__module__)
+    wrapper = sys.modules["__main__"]
+    if module is None or module is wrapper:
+        return
+    if not wrapper.__doc__:
+        wrapper.__doc__ = module.__doc__
+    for flag in flags.FLAGS.get_key_flags_for_module(module.__name__):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
