@@ -26,7 +26,7 @@ def profile(*flags: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_one_step_profile_lists_matmul_and_the_vocabulary_projection(ende_data):
-    result = profile(f"--data_dir={ende_data}", "--steps=1", "--top=40")
+    result = profile(f"--data_dir={ende_data}", "--steps=1", "--top=10000")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     shares = {
         name: float(share)
@@ -37,6 +37,7 @@ def test_one_step_profile_lists_matmul_and_the_vocabulary_projection(ende_data):
     # ops at the root scope count too: the loss kernel runs outside the model's scope
     assert "SparseSoftmaxCrossEntropyWithLogits" in shares, result.stdout
     # the tied embedding's reverse matmul (the logits) and its gradient are profiled by name
+    # (--top lists every op: where it ranks in one step's op time depends on the CPU)
     assert re.search(r"^\| `[^`]*embedding[^`]*MatMul[^`]*` \|", result.stdout, re.M), result.stdout
 
 
