@@ -9,8 +9,9 @@
 # AWS credentials come from the instance profile (IMDSv2); none are written anywhere.
 #
 # Fails closed: any failure logs the failing line and shuts the instance down (it was
-# launched with InstanceInitiatedShutdownBehavior=terminate). Exit status 42 from the
-# trainer means "preempted after a checkpoint": sync, then run it again.
+# launched with InstanceInitiatedShutdownBehavior=terminate). After each trainer exit the
+# chief syncs, then relaunch_after (infra/relaunch.sh) decides: done, run it again (42:
+# preempted after a checkpoint), or retry a failure a few times.
 
 log() { echo "tp-user-data: $*"; }
 
@@ -205,7 +206,6 @@ if is_chief; then
   sync_pid=$!
 fi
 
-failures=0
 while true; do
   wait_for_cluster
   TF_CONFIG=$(tf_config_json "$TP_INDEX" "$TP_LAYOUT" "${addresses[@]}")
@@ -215,24 +215,5 @@ while true; do
   status=0
   run_trainer || status=$?
   sync_up
-  case $status in
-    0)
-      log "trainer finished"
-      break
-      ;;
-    42)
-      log "preempted after a checkpoint: relaunching to resume from it"
-      failures=0
-      ;;
-    *)
-      failures=$((failures + 1))
-      if ((failures > TP_MAX_RESTARTS)); then
-        log "trainer failed $failures times in a row (last exit status $status)"
-        exit "$status"
-      fi
-      # Most often a peer went away (a spot reclaim): wait until the cluster is whole again.
-      log "trainer exited with $status; retry $failures of $TP_MAX_RESTARTS in ${TP_RETRY_SECONDS}s"
-      sleep "$TP_RETRY_SECONDS"
-      ;;
-  esac
+  relaunch_after "$status" || break
 done

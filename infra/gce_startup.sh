@@ -7,7 +7,8 @@
 #
 # Fails closed: any failure before or between trainer runs logs the failing line and
 # powers the VM off (GPUs stop billing; the boot disk stays for a post-mortem).
-# Exit status 42 from the trainer means "preempted after a checkpoint": run it again.
+# After each trainer exit, relaunch_after (infra/relaunch.sh) decides: done, run it again
+# (42: preempted after a checkpoint), or retry a failure a few times.
 
 log() { echo "tp-startup: $*"; }
 
@@ -83,29 +84,9 @@ log "task $index of $TP_NUM_NODES; TF_CONFIG=$TF_CONFIG"
 wait_for_gpus
 pull_image
 
-failures=0
 while true; do
   log "starting the trainer"
   status=0
   run_trainer || status=$?
-  case $status in
-    0)
-      log "trainer finished"
-      break
-      ;;
-    42)
-      log "preempted after a checkpoint: relaunching to resume from it"
-      failures=0
-      ;;
-    *)
-      failures=$((failures + 1))
-      if ((failures > TP_MAX_RESTARTS)); then
-        log "trainer failed $failures times in a row (last exit status $status)"
-        exit "$status"
-      fi
-      # Most often a peer went away (its VM was preempted): wait, then rejoin.
-      log "trainer exited with $status; retry $failures of $TP_MAX_RESTARTS in ${TP_RETRY_SECONDS}s"
-      sleep "$TP_RETRY_SECONDS"
-      ;;
-  esac
+  relaunch_after "$status" || break
 done

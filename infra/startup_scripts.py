@@ -2,8 +2,8 @@
 
 A rendered script is: a shebang, ``set -euo pipefail`` (plus errtrace, so the ERR trap
 sees failures inside functions), the configuration as read-only ``TP_*`` variables
-(shell-quoted), ``tf_config_json`` from ``tf_config.sh`` and the body
-(``gce_startup.sh`` / ``aws_user_data.sh``). The bodies are plain bash files next to this
+(shell-quoted), ``tf_config_json`` from ``tf_config.sh``, ``relaunch_after`` from
+``relaunch.sh`` and the body (``gce_startup.sh`` / ``aws_user_data.sh``). The bodies are plain bash files next to this
 module; tests run the rendered scripts under bash with fake cloud commands.
 """
 
@@ -54,6 +54,9 @@ def render(body: str, *, title: str, values: Mapping[str, str | int | bool | Seq
         "",
         "# ---- tf_config.sh",
         _read("tf_config.sh").rstrip("\n"),
+        "",
+        "# ---- relaunch.sh",
+        _read("relaunch.sh").rstrip("\n"),
         "",
         f"# ---- {body}",
         _read(body).rstrip("\n"),

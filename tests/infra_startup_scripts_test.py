@@ -397,6 +397,28 @@ def test_aws_worker_never_reuses_a_launch_token(vm):
     assert "the chief did not publish its checkpoint" in result.stdout
 
 
+def test_aws_user_data_retries_failures_and_a_preemption_resets_the_count(vm):
+    vm.put_s3("bucket/data/ende/metadata.json", "{}")
+    plan = [{"exit": 1}, {"exit": 42}, {"exit": 1}, {"exit": 0}]
+    with FakeMetadataServer(instance_id="i-0aaa") as imds:
+        result = vm.run(user_data(vm, imds.url, 0, max_restarts=1), plan=plan, members=MEMBERS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(vm.trainer_runs()) == 4
+    assert result.stdout.count("retry 1 of 1") == 2
+    assert "trainer finished" in result.stdout
+
+
+def test_aws_user_data_gives_up_after_repeated_trainer_failures(vm):
+    vm.put_s3("bucket/data/ende/metadata.json", "{}")
+    plan = [{"exit": 3}, {"exit": 3}, {"exit": 0}]
+    with FakeMetadataServer(instance_id="i-0aaa") as imds:
+        result = vm.run(user_data(vm, imds.url, 0, max_restarts=1), plan=plan, members=MEMBERS)
+    assert result.returncode == 3
+    assert len(vm.trainer_runs()) == 2
+    assert "trainer failed 2 times in a row (last exit status 3)" in result.stdout
+    assert "failing closed, shutting down" in result.stdout
+
+
 def test_aws_user_data_fails_closed_without_a_finished_dataset(vm):
     vm.put_s3("bucket/data/ende/train-00000-of-00001.tfrecord", "x")
     with FakeMetadataServer(instance_id="i-0aaa") as imds:
