@@ -211,7 +211,9 @@ flags.DEFINE_list(
     "average", ["0", "1", "3", "5"], "Weight candidates: 0 = best checkpoint, K = mean of last K."
 )
 flags.DEFINE_list("beam_sizes", ["1", "4"], "Beam sizes tried on the chosen weights (translation).")
-flags.DEFINE_list("alphas", ["0.6", "1.0"], "Length penalties tried with each beam size > 1.")
+flags.DEFINE_list(
+    "alphas", ["0.6", "1.0", "1.3", "1.6"], "Length penalties tried with each beam size > 1."
+)
 flags.DEFINE_integer("sentences", 0, "Validation sentences decoded for BLEU; 0 = the whole split.")
 flags.mark_flag_as_required("model_dir")
 flags.register_validator("sentences", lambda v: v >= 0, "--sentences must not be negative")
