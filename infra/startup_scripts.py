@@ -4,7 +4,8 @@ A rendered script is: a shebang, ``set -euo pipefail`` (plus errtrace, so the ER
 sees failures inside functions), the configuration as read-only ``TP_*`` variables
 (shell-quoted), ``tf_config_json`` from ``tf_config.sh``, ``relaunch_after`` from
 ``relaunch.sh`` and the body (``gce_startup.sh`` / ``aws_user_data.sh``). The bodies are
-plain bash files next to this module; tests run the rendered scripts under bash with fake cloud commands.
+plain bash files next to this module; tests run the rendered scripts under bash with fake
+cloud commands.
 """
 
 from __future__ import annotations
