@@ -12,43 +12,30 @@ import sys
 import pytest
 
 from tests.tiny_models import subprocess_env
+from trainer import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.cfg")))
 
-# Parses the flagfile as trainer.train does and prints the TrainConfig it builds, without data.
+# Parses the flagfile as trainer.train does and prints the TrainConfig it builds, without
+# data, with the typed value of every flag the file sets (absl marks those `present`).
 BUILD = """
-import sys, types
+import json, sys, types
 from absl import flags
 from pipeline import features
 from trainer import train
-flags.FLAGS(["train", "--flagfile=" + sys.argv[1], "--data_dir=/d", "--model_dir=/m"])
-task = features.CLASSIFICATION if flags.FLAGS.preset == "imdb" else features.TRANSLATION
+FLAGS = flags.FLAGS
+FLAGS(["train", "--flagfile=" + sys.argv[1], "--data_dir=/d", "--model_dir=/m"])
+task = features.CLASSIFICATION if FLAGS.preset == "imdb" else features.TRANSLATION
 metadata = types.SimpleNamespace(task=task, tokenizer=types.SimpleNamespace(vocab_size=8000))
-print(train.config_from_flags(metadata).to_json())
+config = json.loads(train.config_from_flags(metadata).to_json())
+set_by_file = {
+    name: FLAGS[name].value
+    for name in FLAGS
+    if FLAGS[name].present and name not in ("flagfile", "data_dir", "model_dir")
+}
+print(json.dumps({"config": config, "flags": set_by_file}))
 """
-
-
-def _flags_in(path: str) -> dict[str, str]:
-    """`--name=value` lines of a flagfile (comments and blank lines skipped)."""
-    values = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                name, equals, value = line.removeprefix("--").partition("=")
-                if not equals and name.startswith("no"):  # --noxla
-                    name, value = name.removeprefix("no"), "false"
-                values[name] = value
-    return values
-
-
-def _same(config_value, flag_value: str) -> bool:
-    if isinstance(config_value, bool):
-        return config_value == (flag_value.lower() in {"", "true", "1"})
-    if isinstance(config_value, (int, float)):
-        return config_value == pytest.approx(float(flag_value))
-    return str(config_value) == flag_value
 
 
 def test_every_shipped_config_is_found():
@@ -67,10 +54,9 @@ def test_config_builds_a_training_config_with_its_values(path):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    config = json.loads(result.stdout)
-    flags = _flags_in(path)
+    built = json.loads(result.stdout)
+    config, flags = built["config"], built["flags"]
     assert flags, f"{path} sets no flags"
     for name, value in flags.items():
-        # --dropout and --max_length land in the model config; every other flag at the top.
-        landed = config[name] if name in config else config["model"][name]
-        assert _same(landed, value), f"{path}: --{name}={value} built {name}={landed!r}"
+        landed = config["model"][name] if name in train.MODEL_OVERRIDES else config[name]
+        assert landed == pytest.approx(value), f"{path}: --{name}={value} built {name}={landed!r}"
