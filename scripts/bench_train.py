@@ -11,14 +11,14 @@ of a preprocessing output's train split, in the same process:
   and `SinePositionEncoding`, compiled with Adam and a sparse cross-entropy that ignores
   PAD, trained with `model.fit` (what a Keras user would write).
 
-Batches are the trainer's own length-bucketed, token-budget batches (`--batch_tokens`):
+Batches are the trainer's own token-budget batches of pairs of similar length (`--batch_tokens`):
 the first `--steps + 1` of the train split, held in memory so that reading shards costs
 neither side anything. Each model first takes `--warmup` untimed steps over them
 (tracing; under XLA every shape compiles, so warmup then covers all of them); then the
 two sides take turns, `--repeats` times, each timing one pass from the end of its first
 step to the end of its last. With `--keras_batches=fixed_length` keras-hub gets the same
 examples as a Keras user's fixed-shape input instead (every sequence padded to the longest,
-`--batch_tokens // length` examples a batch): that ratio includes what length bucketing
+`--batch_tokens // length` examples a batch): that ratio includes what batching by length
 saves, the other is the step alone. Throughput counts non-PAD target tokens; the table reports
 the median over repeats and the ratio ours / keras-hub. With a GPU it also reports
 model FLOPs utilization (MFU) against `--peak_tflops`.
@@ -77,7 +77,7 @@ flags.DEFINE_enum(
     "keras_batches",
     "same",
     ["same", "fixed_length"],
-    "What model.fit trains on: the same length-bucketed batches as ours, or the same examples "
+    "What model.fit trains on: the same length-sorted batches as ours, or the same examples "
     "as a Keras user's fixed-shape input (every sequence padded to the longest, batch size = "
     "--batch_tokens // that length).",
 )
@@ -402,12 +402,12 @@ def format_report(
         f"per side, after untimed warmup steps. "
         + (
             f"Both sides train the same examples from `{data_dir}`, held in memory: ours in "
-            f"length-bucketed batches of {batch_tokens} tokens (padding included), keras-hub "
+            f"length-sorted batches of {batch_tokens} tokens (padding included), keras-hub "
             f"in fixed-shape batches ({shapes} tokens: every sequence padded to the longest "
             "among them), as the Keras translation examples feed `model.fit`; each side's "
             "first batch is untimed"
             if fixed
-            else f"Both sides train the same length-bucketed batches of {batch_tokens} tokens "
+            else f"Both sides train the same length-sorted batches of {batch_tokens} tokens "
             f"(padding included) from `{data_dir}`, held in memory"
         )
         + ". Ours: `trainer.loop.Trainer` step, one_device strategy"

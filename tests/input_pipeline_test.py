@@ -234,6 +234,29 @@ def test_translation_batches_fit_the_per_replica_token_budget(translation, repli
     assert collections.Counter(_examples(batches)) == collections.Counter(expected)
 
 
+@pytest.mark.parametrize("pool", [40, 1000])
+def test_translation_pools_pack_full_batches(translation, pool):
+    batches = _batches(_train(translation, pool_examples=pool))
+    expected = [example for example in translation.examples(features.TRAIN) if _fits(example)]
+    assert collections.Counter(_examples(batches)) == collections.Counter(expected)
+    pools = -(-len(expected) // pool)
+    used = []
+    for batch in batches:
+        for key in (features.INPUTS, features.TARGETS):
+            # Padded to the batch's longest pair on each side, not to a bucket.
+            assert batch[key][:, -1].any()
+        used.append(
+            batch[features.INPUTS].shape[0]
+            * max(batch[features.INPUTS].shape[1], batch[features.TARGETS].shape[1])
+        )
+    assert max(used) <= 256
+    # Only the last batch of a pool may fall short; buckets would flush one per length.
+    assert len([u for u in used if u < 256 / 2]) <= pools
+    assert len(batches) <= -(-sum(used) // 256) + pools
+    bucketed = _batches(_train(translation, pool_examples=pool, pad_to_bucket=True))
+    assert len(batches) < len(bucketed)
+
+
 def test_pad_to_bucket_pads_both_sides_to_a_boundary(translation):
     batches = _batches(_train(translation, pad_to_bucket=True))
     boundaries = input_pipeline.bucket_boundaries(MAX_LENGTH)
@@ -338,6 +361,8 @@ def test_batch_arguments_are_checked(translation, classification):
         _train(translation, batch_tokens=60, input_context=_context(1, 0, 4))
     with pytest.raises(ValueError, match="pass batch_size, not batch_tokens"):
         _train(classification, batch_size=None, batch_tokens=256)
+    with pytest.raises(ValueError, match="pool_examples must be >= 1, got 64, 0"):
+        _train(translation, pool_examples=0)
     with pytest.raises(ValueError, match="supplies input_context"):
         input_pipeline.dataset_fn(input_context=_context(1, 0, 1))
 

@@ -17,7 +17,9 @@ tf.data's shuffle also folds in TensorFlow's global seed when one is set
 or not at all.
 
 Batch sizes are global and split evenly across replicas: `batch_tokens` (translation;
-padding counts as tokens) or `batch_size` examples (classification). Batches are dicts
+padding counts as tokens) or `batch_size` examples (classification). Translation
+training batches are packed from pools of shuffled pairs sorted by length, so that
+nearly every batch fills the token budget (see `_pack_pools`). Batches are dicts
 of int32 tensors: translation {"inputs": [b, S], "targets": [b, T]}, classification
 {"inputs": [b, S], "label": [b]}, padded with `features.PAD_ID`.
 
@@ -48,6 +50,9 @@ from pipeline import features
 _PARSE_BATCH = 256
 # Files read concurrently by one pipeline; more mixing costs memory per open reader.
 _MAX_CYCLE_LENGTH = 16
+# Shuffled translation pairs sorted and packed together (`_pack_pools`): each pool ends in
+# at most one batch below the token budget.
+POOL_EXAMPLES = 16_384
 
 
 def shard_files(data_dir: str, metadata: features.Metadata, split: str) -> list[str]:
@@ -196,12 +201,16 @@ def train_dataset(
     input_context: tf.distribute.InputContext | None = None,
     shuffle_buffer: int = 10_000,
     pad_to_bucket: bool = False,
+    pool_examples: int = POOL_EXAMPLES,
 ) -> tf.data.Dataset:
-    """One epoch of the train split for one input pipeline, shuffled and bucketed.
+    """One epoch of the train split for one input pipeline, shuffled and batched by length.
 
-    Examples of similar length share a batch, for both tasks: translation batches hold
-    as many pairs as the bucket's length allows within the token budget, classification
-    batches a fixed number of reviews. The last batch of each bucket may be smaller.
+    Examples of similar length share a batch, for both tasks. Translation batches hold as
+    many pairs as fit the token budget: pools of `pool_examples` shuffled pairs are sorted
+    by length and packed, and each pool's batches come in a seeded random order, so only
+    the last batch of a pool may fall short of the budget. Classification batches (and
+    translation batches with `pad_to_bucket`) come from length buckets of a fixed number
+    of examples each, and the last batch of each bucket may be smaller.
 
     Args:
       data_dir: the preprocessing output (local or gs://).
@@ -219,11 +228,14 @@ def train_dataset(
       shuffle_buffer: examples in the shuffle buffer.
       pad_to_bucket: pad every batch to its bucket's upper length rather than to its
         longest example, so that only a few shapes occur (XLA compiles each once).
+      pool_examples: translation pairs sorted and packed together.
     """
     if epoch < 0 or skip_batches < 0:
         raise ValueError(f"epoch and skip_batches must be >= 0, got {epoch}, {skip_batches}")
-    if shuffle_buffer < 1:
-        raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
+    if shuffle_buffer < 1 or pool_examples < 1:
+        raise ValueError(
+            f"shuffle_buffer and pool_examples must be >= 1, got {shuffle_buffer}, {pool_examples}"
+        )
     batch_of = _batching(
         metadata.task, max_length, batch_tokens, batch_size, input_context, pad_to_bucket
     )
@@ -234,8 +246,16 @@ def train_dataset(
     examples = examples.shuffle(
         shuffle_buffer, seed=_derived_seed(seed, epoch, "examples"), reshuffle_each_iteration=False
     )
-    batches = _bucket(examples, batch_of, metadata.task).skip(skip_batches)
-    return batches.prefetch(tf.data.AUTOTUNE)
+    if metadata.task == features.TRANSLATION and not pad_to_bucket:
+        batches = _pack_pools(
+            examples,
+            budget=batch_of.budget,
+            pool_examples=pool_examples,
+            seed=_derived_seed(seed, epoch, "batches"),
+        )
+    else:
+        batches = _bucket(examples, batch_of, metadata.task)
+    return batches.skip(skip_batches).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(
@@ -297,6 +317,7 @@ class _Batching:
     boundaries: list[int]  # inclusive upper length of each bucket
     sizes: list[int]  # examples per batch in each bucket
     pad_to_bucket: bool
+    budget: int | None = None  # translation: padded tokens per batch of this pipeline
 
 
 def _batching(
@@ -309,6 +330,7 @@ def _batching(
 ) -> _Batching:
     boundaries = bucket_boundaries(max_length)
     replicas = input_context.num_replicas_in_sync if input_context else 1
+    budget = None
     if task == features.TRANSLATION:
         if batch_tokens is None or batch_size is not None:
             raise ValueError("translation batches by tokens: pass batch_tokens, not batch_size")
@@ -332,7 +354,12 @@ def _batching(
         sizes = [per_replica] * len(boundaries)
     else:
         raise ValueError(f"unknown task {task!r}")
-    return _Batching(boundaries=boundaries, sizes=sizes, pad_to_bucket=pad_to_bucket)
+    return _Batching(
+        boundaries=boundaries,
+        sizes=sizes,
+        pad_to_bucket=pad_to_bucket,
+        budget=budget,
+    )
 
 
 def _derived_seed(seed: int, epoch: int, purpose: str) -> int:
@@ -439,3 +466,64 @@ def _bucket(examples: tf.data.Dataset, batching: _Batching, task: str) -> tf.dat
         padding_values=_padding_values(task),
         pad_to_bucket_boundary=batching.pad_to_bucket,
     )
+
+
+def _pack_pools(
+    examples: tf.data.Dataset, *, budget: int, pool_examples: int, seed: int
+) -> tf.data.Dataset:
+    """Translation batches packed to the token budget from sorted pools of pairs.
+
+    Length buckets flush one short batch per bucket at the end of every epoch (on
+    Multi30k 18 of 97 steps, some of one pair), and each is a full optimizer step on a
+    sliver of data. Here `pool_examples` shuffled pairs at a time are sorted by length
+    (the longer side) and cut greedily into batches of n pairs where n times the
+    longest pair stays within `budget`; only the pool's last batch can be short. The
+    pool's batches then come in an order drawn from `seed` and the pool's index.
+    """
+    lengths = {
+        features.INPUTS: features.INPUTS + "_length",
+        features.TARGETS: features.TARGETS + "_length",
+    }
+
+    def with_lengths(example):
+        return {**example, **{lengths[k]: tf.size(example[k]) for k in lengths}}
+
+    pools = (
+        examples.map(with_lengths, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .padded_batch(
+            pool_examples,
+            padding_values={
+                **_padding_values(features.TRANSLATION),
+                **{name: tf.constant(0, tf.int32) for name in lengths.values()},
+            },
+        )
+        .enumerate()
+    )
+
+    def pool_batches(index, pool):
+        longer = tf.maximum(pool[lengths[features.INPUTS]], pool[lengths[features.TARGETS]])
+        order = tf.argsort(longer, stable=True)
+
+        def add(state, length):
+            batch, count = state
+            full = (count + 1) * length > budget
+            return tf.where(full, batch + 1, batch), tf.where(full, 1, count + 1)
+
+        zero = tf.constant(0, tf.int32)
+        batch_of_pair, _ = tf.scan(add, tf.gather(longer, order), initializer=(zero, zero))
+        members = tf.RaggedTensor.from_value_rowids(order, batch_of_pair)
+        draw = tf.random.stateless_uniform(
+            [members.nrows()], seed=tf.stack([tf.constant(seed, tf.int64), index])
+        )
+        members = tf.gather(members, tf.argsort(draw, stable=True))
+
+        def gather(rows):
+            batch = {}
+            for key, length in lengths.items():
+                width = tf.reduce_max(tf.gather(pool[length], rows))
+                batch[key] = tf.gather(pool[key], rows)[:, :width]
+            return batch
+
+        return tf.data.Dataset.from_tensor_slices(members).map(gather)
+
+    return pools.flat_map(pool_batches)
