@@ -7,6 +7,9 @@ import dataclasses
 import logging
 import os
 import random
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -255,6 +258,41 @@ def test_translation_pools_pack_full_batches(translation, pool):
     assert len(batches) <= -(-sum(used) // 256) + pools
     bucketed = _batches(_train(translation, pool_examples=pool, pad_to_bucket=True))
     assert len(batches) < len(bucketed)
+
+
+def _batch_stats(*args: str) -> subprocess.CompletedProcess:
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "batch_stats.py")
+    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+
+
+def test_batch_stats_script_counts_the_short_steps_of_each_batching(translation, classification):
+    common = [translation.data_dir, "--batch_tokens=256", "--max_length=32", "--epochs=0,1"]
+    pattern = (
+        r"epoch (\d): (\d+) batches, (\d+) pairs, (\d+) target tokens, median \d+ a batch, "
+        r"(\d+) under half the median, [\d.]+% of padded slots real"
+    )
+    runs = {}
+    for batching, extra in (("pools", []), ("buckets", ["--xla"])):
+        result = _batch_stats(*common, *extra)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert [re.fullmatch(pattern, line).group(1) for line in lines] == ["0", "1"]
+        runs[batching] = [re.fullmatch(pattern, line).groups() for line in lines]
+    fitting = [example for example in translation.examples(features.TRAIN) if _fits(example)]
+    targets = sum(len(example[1]) for example in fitting)
+    for batching, epochs in runs.items():
+        for _epoch, _batches, pairs, tokens, _short in epochs:
+            assert (int(pairs), int(tokens)) == (len(fitting), targets), batching
+    # One pool (240 pairs): at most its last batch is short; buckets flush several.
+    assert all(int(short) <= 1 for *_, short in runs["pools"])
+    assert all(int(short) > 1 for *_, short in runs["buckets"])
+    assert int(runs["pools"][0][1]) < int(runs["buckets"][0][1])
+    wrong = _batch_stats(classification.data_dir)
+    assert wrong.returncode == 2 and wrong.stdout == ""
+    assert wrong.stderr.strip().splitlines()[-1] == (
+        f"batch_stats: error: {classification.data_dir} holds classification data"
+    )
+    assert "Traceback" not in wrong.stderr
 
 
 def test_pad_to_bucket_pads_both_sides_to_a_boundary(translation):
