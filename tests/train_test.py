@@ -427,3 +427,25 @@ def test_resume_with_another_tokenizer_or_architecture_is_refused(
     )
     assert wider.returncode == 2
     assert "holds a model with another architecture (d_model 32 vs 64" in wider.stderr
+
+
+def test_the_previous_epochs_iterator_is_destroyed_off_the_training_thread():
+    import threading
+
+    from trainer.loop import drop_in_background
+
+    release, destroyed_on = threading.Event(), []
+
+    class BlocksWhenDestroyed:  # as an exhausted tf.data iterator can, for tens of seconds
+        def __del__(self):
+            release.wait(timeout=30)
+            destroyed_on.append(threading.current_thread().name)
+
+    box = [BlocksWhenDestroyed()]
+    thread = drop_in_background(box)
+    del box
+    # Back here while the destruction still waits: it runs on the other thread.
+    assert thread.is_alive() and not destroyed_on
+    release.set()
+    thread.join(timeout=30)
+    assert destroyed_on == ["drop-iterator"]

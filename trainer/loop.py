@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import threading
 import time
 
 import keras
@@ -370,6 +371,15 @@ class Trainer:
     # ---- the loop ---------------------------------------------------------------------------
 
     def train(self) -> dict:
+        releases: list[threading.Thread] = []  # previous epochs' iterators being destroyed
+        try:
+            return self._train(releases)
+        finally:
+            # A preemption exit too: no thread may still be inside TensorFlow as the process ends.
+            for thread in releases:
+                thread.join()
+
+    def _train(self, releases: list[threading.Thread]) -> dict:
         cfg = self.config
         hook = preemption.PreemptionHook(
             self.strategy, self.manager
@@ -415,6 +425,9 @@ class Trainer:
                         )
                     self.state.epoch.assign_add(1)
                     self.state.batch_in_epoch.assign(0)
+                    box, iterator = [iterator], None
+                    releases.append(drop_in_background(box))
+                    del box
                     break
                 epoch_start = False
                 loss_sum, _, weight = hook.run(self._train_step, batches)
@@ -488,6 +501,18 @@ class Trainer:
         if not self.chief and tf.io.gfile.exists(self.write_dir):
             tf.io.gfile.rmtree(self.write_dir)
         return {"step": step, "best": best, "metric": metric_name}
+
+
+def drop_in_background(box: list) -> threading.Thread:
+    """Empties ``box`` on a new thread, so that whatever only it held is destroyed there.
+
+    Destroying an exhausted tf.data iterator (the previous epoch's) can block for tens of
+    seconds: 0.01, 44 and 4 s at three epoch ends of Multi30k on the Xeon. On a thread the
+    steps go on meanwhile. The caller must hold no other reference to the contents.
+    """
+    thread = threading.Thread(target=box.clear, name="drop-iterator", daemon=True)
+    thread.start()
+    return thread
 
 
 EXPORT_DIR = "export"
