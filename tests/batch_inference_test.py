@@ -167,7 +167,8 @@ def test_batch_translate_keeps_every_file_line_and_order(translation_export, tmp
         assert len(written) == count == len(lines)
         assert written == translate_directly(translation_export, lines), name
         assert all(w == "" for w, line in zip(written, lines) if not text.normalize(line))
-    assert any(read_lines(tmp_path / "out" / "a.txt"))  # the model did write something
+    # The comparison above is not vacuous: the (barely trained) model wrote something.
+    assert any(line for name in EXPECTED_LINES for line in read_lines(tmp_path / "out" / name))
     assert counters == {
         "lines_read": 13,
         "empty_lines": 4,

@@ -147,10 +147,40 @@ def test_a_budget_too_small_for_the_longest_pair_is_a_usage_error(ende_data):
     assert "Traceback" not in result.stderr
 
 
-def test_too_few_examples_for_two_fixed_length_batches_is_a_usage_error(ende_data):
+def test_too_few_examples_for_two_fixed_length_batches_is_a_usage_error(ende_data, tmp_path):
     require_keras_hub()
+    import dataclasses
+    import shutil
+
+    import tensorflow as tf
+
+    from pipeline import features
+
+    # The embedded corpus cut to 6 training pairs: the 3 batches taken (the epoch repeated)
+    # hold at most 18 examples, one fixed-length batch of 4096 // longest pair.
+    small = str(tmp_path / "small")
+    shutil.copytree(ende_data, small)
+    metadata = features.load_metadata(small)
+    records = list(
+        tf.data.TFRecordDataset(
+            [os.path.join(small, f) for f in metadata.splits[features.TRAIN].files],
+            compression_type=features.SHARD_COMPRESSION,
+        )
+        .take(6)
+        .as_numpy_iterator()
+    )
+    name = features.shard_name(features.TRAIN, 0, 1)
+    for f in metadata.splits[features.TRAIN].files:
+        os.remove(os.path.join(small, f))
+    options = tf.io.TFRecordOptions(compression_type=features.SHARD_COMPRESSION)
+    with tf.io.TFRecordWriter(os.path.join(small, name), options) as writer:
+        for record in records:
+            writer.write(record)
+    splits = {**metadata.splits, features.TRAIN: features.SplitInfo(examples=6, files=[name])}
+    with open(os.path.join(small, features.METADATA_FILE), "w") as f:
+        f.write(dataclasses.replace(metadata, splits=splits).to_json())
     result = bench(
-        f"--data_dir={ende_data}",
+        f"--data_dir={small}",
         "--presets=tiny",
         "--precisions=float32",
         "--steps=2",

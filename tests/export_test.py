@@ -113,7 +113,8 @@ def test_exported_translate_loads_without_the_project(models, base, tmp_path):
     outputs = report["outputs"]
     assert len(outputs) == len(inputs)
     assert outputs[1] == "" and outputs[2] == ""
-    assert all(outputs[i] for i in (0, 3, 4))
+    # What the barely trained model writes for the others is garbage, possibly empty;
+    # test_exported_translate_equals_the_project_decoder checks the content.
     loaded = tf.saved_model.load(export_dir)  # kept: its functions need it alive
     in_process = loaded.translate(tf.constant(inputs)).numpy()
     assert outputs == [t.decode("utf-8") for t in in_process]

@@ -30,7 +30,7 @@ TRANSLATION_FLAGS = [
     *SCHEDULE,
     "--batch_tokens=1024",
     "--warmup_steps=30",
-    "--learning_rate=3.0",
+    "--learning_rate=1.0",
     "--eval_bleu_sentences=0",
     "--shuffle_buffer=200",
     "--max_length=64",
