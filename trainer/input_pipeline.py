@@ -475,10 +475,11 @@ def _pack_pools(
 
     Length buckets flush one short batch per bucket at the end of every epoch (on
     Multi30k 18 of 97 steps, some of one pair: `scripts/batch_stats.py --xla`), and each
-    is a full optimizer step on a sliver of data. Here `pool_examples` shuffled pairs at a time are sorted by length
-    (the longer side) and cut greedily into batches of n pairs where n times the
-    longest pair stays within `budget`; only the pool's last batch can be short. The
-    pool's batches then come in an order drawn from `seed` and the pool's index.
+    is a full optimizer step on a sliver of data. Here `pool_examples` shuffled pairs at
+    a time are sorted by length (the longer side) and cut greedily into batches of n
+    pairs where n times the longest pair stays within `budget`; only the pool's last
+    batch can be short. The pool's batches then come in an order drawn from `seed` and
+    the pool's index.
     """
     lengths = {
         features.INPUTS: features.INPUTS + "_length",
