@@ -148,6 +148,32 @@ def test_one_device_trains_and_writes_every_output(ende_data, tmp_path):
     assert config["model"]["d_model"] == 32 and config["model"]["vocab_size"] > 300
 
 
+def test_early_stopping_exports_the_average_of_the_checkpoints_it_kept(ende_data, tmp_path):
+    """A learning rate of ~0 leaves BLEU flat: patience 1 stops at the second evaluation,
+    before the 6 checkpoints asked to be averaged exist."""
+    model_dir = str(tmp_path / "m")
+    result = train(
+        f"--data_dir={ende_data}",
+        f"--model_dir={model_dir}",
+        *TINY,
+        "--learning_rate=1e-9",
+        "--train_steps=30",
+        "--eval_every=5",
+        "--checkpoint_every=5",
+        "--keep_checkpoints=6",
+        "--early_stopping_patience=1",
+        "--average_checkpoints=6",
+        "--export",
+    )
+    assert_ok(result)
+    assert "early stopping: bleu has not improved in 1 evaluations" in result.stdout
+    assert "note: averaging the 2 checkpoints kept, not 6" in result.stdout
+    assert "done at step 10" in result.stdout
+    with open(os.path.join(model_dir, "export", "assets.extra", "metadata.json")) as f:
+        averaged = json.load(f)["averaged_checkpoints"]
+    assert [os.path.basename(p) for p in averaged] == ["ckpt-5", "ckpt-10"]
+
+
 def test_mirrored_bf16_on_two_virtual_devices_then_resume(ende_data, tmp_path):
     model_dir = str(tmp_path / "m")
     common = [
@@ -364,6 +390,10 @@ def test_sigterm_to_one_worker_stops_the_cluster_with_a_checkpoint(ende_data, tm
         (["--d_model=100", "--num_heads=8"], "--d_model must be divisible by --num_heads"),
         (["--train_steps=-5"], "--train_steps must be a positive integer"),
         (["--label_smoothing=1.5"], "--label_smoothing must be in [0, 1)"),
+        (
+            ["--train_steps=1000", "--checkpoint_every=250", "--average_checkpoints=5"],
+            "leaves 4 checkpoint(s) to average",
+        ),
         (["--precision=fp8"], "flag --precision=fp8: value should be one of"),
         (["--model_dir=/tmp/x"], "--data_dir is required"),
     ],

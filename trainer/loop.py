@@ -396,7 +396,7 @@ class Trainer:
             best, evals_without_gain = self._evaluate_and_record(
                 step, int(self.state.epoch.numpy()), None, best, evals_without_gain
             )
-        window = {"loss": 0.0, "weight": 0.0, "tokens": 0.0, "start": time.time(), "steps": 0}
+        window = new_status_window()
         run_start, start_step = time.time(), step
         last_train_loss = None
         stop = False
@@ -426,6 +426,7 @@ class Trainer:
                     self.state.epoch.assign_add(1)
                     self.state.batch_in_epoch.assign(0)
                     box, iterator = [iterator], None
+                    releases[:] = [thread for thread in releases if thread.is_alive()]
                     releases.append(drop_in_background(box))
                     del box
                     break
@@ -436,7 +437,6 @@ class Trainer:
                 # Tensors, not floats: no host sync per step (it would stall an accelerator).
                 window["loss"] += loss_sum
                 window["weight"] += weight
-                window["steps"] += 1
                 if step % cfg.log_every == 0 or step == cfg.train_steps:
                     elapsed = time.time() - window["start"]
                     window_weight = float(window["weight"])
@@ -468,13 +468,7 @@ class Trainer:
                             unit.replace("/", "_per_"): rate,
                         },
                     )
-                    window = {
-                        "loss": 0.0,
-                        "weight": 0.0,
-                        "tokens": 0.0,
-                        "start": time.time(),
-                        "steps": 0,
-                    }
+                    window = new_status_window()
                 if step % cfg.checkpoint_every == 0 or step == cfg.train_steps:
                     self.manager.save(checkpoint_number=step)
                 if self.is_eval_step(step):
@@ -501,6 +495,11 @@ class Trainer:
         if not self.chief and tf.io.gfile.exists(self.write_dir):
             tf.io.gfile.rmtree(self.write_dir)
         return {"step": step, "best": best, "metric": metric_name}
+
+
+def new_status_window() -> dict:
+    """The sums behind one status line: loss and its weight since ``start``."""
+    return {"loss": 0.0, "weight": 0.0, "start": time.time()}
 
 
 def drop_in_background(box: list) -> threading.Thread:
@@ -537,13 +536,18 @@ def train_and_evaluate(config: TrainConfig) -> dict:
         set_precision("float32")
     result["export_dir"] = None
     if config.export and trainer.chief:
-        from trainer import export
+        from trainer import checkpoint_average, export
 
+        average = config.average_checkpoints
+        kept = len(checkpoint_average.model_checkpoints(config.model_dir))
+        if 0 < kept < average:  # early stopping ended the run before K were written
+            print(f"note: averaging the {kept} checkpoints kept, not {average}", flush=True)
+            average = kept
         result["export_dir"] = export.export_model(
             model_dir=config.model_dir,
             export_dir=f"{config.model_dir}/{EXPORT_DIR}",
             checkpoint="best",
-            average_last=config.average_checkpoints,
+            average_last=average,
             overwrite=True,
         )
         print(f"exported {result['export_dir']}", flush=True)

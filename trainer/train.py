@@ -157,6 +157,27 @@ flags.register_multi_flags_validator(
     "--d_model must be divisible by --num_heads",
 )
 
+
+def _enough_checkpoints_to_average(f: dict) -> bool:
+    """A run to --train_steps keeps one checkpoint per --checkpoint_every (and the last),
+    at most --keep_checkpoints: --average_checkpoints must not ask for more."""
+    if min(f["train_steps"], f["checkpoint_every"], f["keep_checkpoints"]) <= 0:
+        return True  # the single-flag validators name these
+    kept = min(-(-f["train_steps"] // f["checkpoint_every"]), f["keep_checkpoints"])
+    if f["average_checkpoints"] > kept:
+        raise flags.ValidationError(
+            f"--average_checkpoints={f['average_checkpoints']}, but --train_steps="
+            f"{f['train_steps']} with --checkpoint_every={f['checkpoint_every']} and "
+            f"--keep_checkpoints={f['keep_checkpoints']} leaves {kept} checkpoint(s) to average"
+        )
+    return True
+
+
+flags.register_multi_flags_validator(
+    ["average_checkpoints", "train_steps", "checkpoint_every", "keep_checkpoints"],
+    _enough_checkpoints_to_average,
+)
+
 MODEL_OVERRIDES = (
     "num_layers",
     "d_model",
