@@ -174,8 +174,10 @@ class LocalCluster:
         if not self.stop_requested:  # else they have had the user's signal already
             self.signal_all(signal.SIGTERM)
         if not self._wait_all(self.grace_seconds):
+            running = [str(i) for i, p in enumerate(self.processes) if p.poll() is None]
             self.say(
-                f"[{PROGRAM}] workers still running after {self.grace_seconds:g}s: killing them"
+                f"[{PROGRAM}] worker(s) {', '.join(running)} still running after "
+                f"{self.grace_seconds:g}s: killing them"
             )
             self.signal_all(signal.SIGKILL)
 

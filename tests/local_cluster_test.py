@@ -26,7 +26,8 @@ SCRIPT = os.path.join(ROOT, "scripts", "local_cluster.sh")
 PID_LINE = re.compile(r"^\[local_cluster\] worker (\d+): pid (\d+)", re.M)
 
 # A stand-in trainer: prints its TF_CONFIG task, then behaves as FAKE_PLAN says for its index
-# ("42@0,0@1": exit 42 on the first launch, 0 on the second; "sleep": wait for a signal).
+# ("42@0,0@1": exit 42 on the first launch, 0 on the second; "sleep": wait for a signal;
+# "deaf": ignore SIGTERM).
 FAKE_WORKER = """
 import json, os, signal, sys, time
 task = json.loads(os.environ["TF_CONFIG"])["task"]
@@ -42,8 +43,14 @@ if plan == "sleep":
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     print("waiting", flush=True)
-    time.sleep(60)
+    # Short sleeps: a signal landing between the last bytecode and the start of one long
+    # sleep would wait for that sleep to end before its handler runs.
+    for _ in range(600):
+        time.sleep(0.1)
     sys.exit(0)
+if plan == "deaf":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(60)
 codes = dict(reversed(item.split("@")) for item in plan.split(","))
 sys.exit(int(codes.get(str(launch), 0)))
 """
@@ -117,7 +124,7 @@ def test_every_line_is_prefixed_and_each_worker_gets_its_task(fake):
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 0, out
     for i in range(3):
-        assert f"[{i}] task worker {i} flags --model_dir=/m --strategy=multi_worker\n" in out
+        assert f"[{i}] task worker {i} flags --model_dir=/m --strategy=multi_worker\n" in out, out
     assert out.rstrip().endswith("[local_cluster] exit status 0")
 
 
@@ -125,7 +132,7 @@ def test_chief_layout_like_vertex(fake):
     process = fake(2, "0@0;0@0", "--chief")
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 0, out
-    assert "[0] task chief 0 " in out and "[1] task worker 0 " in out
+    assert "[0] task chief 0 " in out and "[1] task worker 0 " in out, out
 
 
 def test_a_failing_worker_stops_the_others_and_gives_its_status(fake):
@@ -133,16 +140,23 @@ def test_a_failing_worker_stops_the_others_and_gives_its_status(fake):
     process = fake(2, "sleep;3@0", "--grace_seconds=10")
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 3, out
-    assert "[local_cluster] worker 1 exited with 3: stopping the others" in out
-    assert "[0] got SIGTERM" in out
+    assert "[local_cluster] worker 1 exited with 3: stopping the others" in out, out
+    assert "[0] got SIGTERM" in out, out
     assert time.monotonic() - start < 40  # not the sleeping worker's 60 s
+
+
+def test_a_worker_deaf_to_sigterm_is_named_and_killed_after_the_grace(fake):
+    process = fake(2, "deaf;3@0", "--grace_seconds=1")
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 3, out
+    assert "[local_cluster] worker(s) 0 still running after 1s: killing them\n" in out, out
 
 
 def test_preemption_relaunches_the_whole_cluster_when_asked(fake, tmp_path):
     process = fake(2, "42@0,0@1;42@0,0@1", "--relaunch_on_preemption")
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 0, out
-    assert "relaunching the cluster (1 of at most 10)" in out
+    assert "relaunching the cluster (1 of at most 10)" in out, out
     assert (tmp_path / "launches-0").read_text() == "2" == (tmp_path / "launches-1").read_text()
 
 
@@ -150,7 +164,7 @@ def test_without_relaunch_a_preemption_exits_42(fake):
     process = fake(2, "42@0;42@0")
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 42, out
-    assert "relaunching" not in out
+    assert "relaunching" not in out, out
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -166,8 +180,8 @@ def test_signals_are_forwarded_and_never_relaunch(fake, signum):
     out = seen + out
     assert process.returncode == 42, out
     name = signal.Signals(signum).name
-    assert f"[0] got {name}" in out and f"[1] got {name}" in out
-    assert "relaunching" not in out
+    assert f"[0] got {name}" in out and f"[1] got {name}" in out, out
+    assert "relaunching" not in out, out
 
 
 @pytest.mark.parametrize(
