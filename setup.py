@@ -49,6 +49,7 @@ setuptools.setup(
             "moto[server,ec2,s3]>=5.0",
             "pytest>=8.0",
             "pytest-timeout>=2.3",
+            "pytest-xdist>=3.6",  # scripts/test.sh runs the suite on two processes
             "ruff>=0.6",
         ],
     },

@@ -10,4 +10,7 @@ bash scripts/bootstrap.sh
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/tp-tests.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
 export TMPDIR=$scratch
-.venv/bin/python -m pytest -q "$@"
+# Two pytest processes, each taking whole test files (module fixtures that train a model then
+# run once): much of a test's time is single-threaded (TF start-up and tracing, Beam, waits on
+# subprocesses), so two use the two cores this suite is sized for. `-n 0` runs one process.
+.venv/bin/python -m pytest -q -n 2 --dist loadfile "$@"

@@ -32,7 +32,8 @@ FAKE_WORKER = """
 import json, os, signal, sys, time
 task = json.loads(os.environ["TF_CONFIG"])["task"]
 print("task", task["type"], task["index"], "flags", " ".join(sys.argv[1:]), flush=True)
-state = os.path.join(os.environ["FAKE_DIR"], f"launches-{task['index']}")
+# One count per task: the chief layout has a chief 0 and a worker 0.
+state = os.path.join(os.environ["FAKE_DIR"], f"launches-{task['type']}-{task['index']}")
 launch = int(open(state).read()) if os.path.exists(state) else 0
 open(state, "w").write(str(launch + 1))
 plan = os.environ["FAKE_PLAN"].split(";")[task["index"]]
@@ -158,7 +159,8 @@ def test_preemption_relaunches_the_whole_cluster_when_asked(fake, tmp_path):
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 0, out
     assert "relaunching the cluster (1 of at most 10)" in out, out
-    assert (tmp_path / "launches-0").read_text() == "2" == (tmp_path / "launches-1").read_text()
+    assert (tmp_path / "launches-worker-0").read_text() == "2"
+    assert (tmp_path / "launches-worker-1").read_text() == "2"
 
 
 def test_without_relaunch_a_preemption_exits_42(fake):

@@ -119,6 +119,7 @@ def test_one_device_trains_and_writes_every_output(ende_data, tmp_path):
         "--export",
     )
     assert_ok(result)
+    assert "batches: pools packed to --batch_tokens" in result.stdout
     assert f"exported {model_dir}/export" in result.stdout
     assert os.path.exists(os.path.join(model_dir, "export", "saved_model.pb"))
     curve = losses(result.stdout)
@@ -239,6 +240,7 @@ def test_xla_compiled_step_trains(ende_data, tmp_path):
         timeout=600,
     )
     assert_ok(result)
+    assert "batches: length buckets padded to their bounds (--xla)" in result.stdout
     curve = losses(result.stdout)
     assert [s for s, _ in curve] == [2, 4] and curve[-1][1] < curve[0][1]
 

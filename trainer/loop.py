@@ -555,11 +555,20 @@ def train_and_evaluate(config: TrainConfig) -> dict:
     return result
 
 
+def _batching_summary(config: TrainConfig) -> str:
+    if config.task != features.TRANSLATION:
+        return ""
+    if config.xla:
+        return "batches: length buckets padded to their bounds (--xla); "
+    return "batches: pools packed to --batch_tokens; "
+
+
 def config_summary(config: TrainConfig) -> str:
     m = config.model
     return (
         f"{config.preset} {m.task} model: {m.num_layers} layers, d_model {m.d_model}, {m.num_heads} heads, "
         f"d_ff {m.d_ff}, vocab {m.vocab_size}; {config.precision}, strategy {config.strategy}; "
+        + _batching_summary(config)
         + json.dumps(
             {
                 k: v

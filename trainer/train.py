@@ -94,7 +94,10 @@ flags.DEFINE_integer(
     "Split the CPU into N logical devices (multi-replica runs without GPUs).",
 )
 flags.DEFINE_bool(
-    "xla", _D["xla"], "JIT-compile the step with XLA (pads batches to bucket boundaries)."
+    "xla",
+    _D["xla"],
+    "JIT-compile the step with XLA. Translation batches then come from length buckets padded "
+    "to their bounds (few shapes to compile) instead of pools packed to --batch_tokens.",
 )
 flags.DEFINE_integer("checkpoint_every", _D["checkpoint_every"], "Steps between checkpoints.")
 flags.DEFINE_integer("keep_checkpoints", _D["keep_checkpoints"], "Checkpoints kept.")
