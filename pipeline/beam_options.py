@@ -40,6 +40,12 @@ def pipeline_options(beam_args: list[str], *, program: str = "preprocess") -> Pi
         raise cli.UsageError(
             f"unknown flag --{unknown[0]} (neither a {program} flag nor a Beam pipeline option)"
         )
+    if known.get("direct_running_mode") == "multi_threading":
+        raise cli.UsageError(
+            "--direct_running_mode=multi_threading: Beam's multi-threaded DirectRunner mode "
+            "lost records without an error or exhausted memory here (docs/BENCHMARKS.md); "
+            "use the default in_memory, or multi_processing with --direct_num_workers=N"
+        )
     if known.get("runner"):
         from apache_beam.runners.runner import create_runner
 

@@ -46,6 +46,7 @@ CASES = [
     ("preprocess", ["--dataset=ende", "--output_dir={tmp}/p5", "--runner=NoSuchRunner"], 2, "--runner: Unexpected pipeline runner: NoSuchRunner"),
     ("preprocess", ["--dataset=ende", "--output_dir={tmp}/p6", "--direct_num_workers=many"], 2, "argument --direct_num_workers: invalid int value: 'many'"),
     ("preprocess", ["--dataset=ende", "--output_dir={tmp}/p7", "--input={tmp}/in.txt"], 2, "no usable training text"),
+    ("preprocess", ["--dataset=ende", "--output_dir={tmp}/p10", "--direct_num_workers=2", "--direct_running_mode=multi_threading"], 2, "--direct_running_mode=multi_threading: Beam's multi-threaded DirectRunner mode lost records without an error"),
     ("preprocess", ["--dataset=imdb", "--output_dir={tmp}/p8", "--input={tmp}/in.txt"], 2, "--input: unsupported input"),
     ("preprocess", ["--dataset=ende", "--output_dir={tmp}/p9", "--input=tfds:wmt14"], 2, "--tfds_data_dir: required with --input=tfds:wmt14"),
     # trainer.train
@@ -85,6 +86,7 @@ CASES = [
     # pipeline.batch_translate / pipeline.batch_classify
     ("batch_translate", ["--input={tmp}/in.txt", "--output={tmp}/o"], 2, "--export_dir is required"),
     ("batch_translate", ["--export_dir=e", "--input=i", "--output=o", "--max_batch_size=0"], 2, "--max_batch_size must be positive"),
+    ("batch_translate", ["--export_dir=e", "--input=i", "--output=o", "--direct_running_mode=multi_threading"], 2, "--direct_running_mode=multi_threading: Beam's"),
     ("batch_translate", ["--export_dir=e", "--input=i", "--output=o", "--min_batch_size=9", "--max_batch_size=3"], 2, "--min_batch_size=9 exceeds --max_batch_size=3"),
     ("batch_translate", ["--export_dir={tmp}/empty", "--input={tmp}/in.txt", "--output={tmp}/o"], 2, "is not an export of trainer.export"),
     ("batch_translate", ["--export_dir={tmp}/e", "--input={tmp}/in.txt", "--output={tmp}/o", "--runner=Nope"], 2, "--runner: Unexpected pipeline runner: Nope"),
