@@ -158,7 +158,9 @@ def build_pipeline(
     """Adds the job's transforms to ``pipeline``; returns its main PCollections for tests."""
     out = config.output_dir
     specs = pipeline | "Sources" >> beam.Create(list(config.sources))
-    records, rejects = specs | "ReadSources" >> transforms.ReadSources()
+    read, rejects = specs | "ReadSources" >> transforms.ReadSources()
+    # One source file is read by one worker; a Reshuffle spreads its records for the rest.
+    records = read | "Spread" >> beam.Reshuffle()
     normalized = records | "NormalizeText" >> transforms.NormalizeText(lowercase=config.lowercase)
     nonempty = normalized | "DropEmpty" >> beam.ParDo(transforms.DropEmptyFn()).with_outputs(
         transforms.DROPPED, main="records"
@@ -196,7 +198,7 @@ def build_pipeline(
         encoded[transforms.DROPPED],
     ) | "AllDrops" >> beam.Flatten()
     stats = (
-        records
+        read  # counted as read, before any shuffle: see ReadSources
         | "CountRead" >> beam.combiners.Count.Globally()
         | "ReadKey" >> beam.Map(lambda n: ("records", n)),
         transforms.count_reasons(drops, "dropped", "Drops"),
