@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 
+import apache_beam as beam
 import pytest
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -178,8 +179,6 @@ def test_a_record_lost_after_reading_fails_the_job_without_metadata(monkeypatch,
     # A runner that loses a record in the shuffle after reading (Beam 2.77's multi-threaded
     # DirectRunner did: docs/BENCHMARKS.md) must not give a dataset that looks complete: the
     # job counts records as read, before the shuffle, so the counts no longer reconcile.
-    import apache_beam as beam
-
     prefix = testdata.write_aligned(str(tmp_path), "train", testdata.PAIRS)
 
     class LosesLineThree(beam.PTransform):
