@@ -159,9 +159,7 @@ def build_pipeline(
     out = config.output_dir
     specs = pipeline | "Sources" >> beam.Create(list(config.sources))
     read, rejects = specs | "ReadSources" >> transforms.ReadSources()
-    # One source file is read by one worker; a Reshuffle spreads its records for the rest.
-    records = read | "Spread" >> beam.Reshuffle()
-    normalized = records | "NormalizeText" >> transforms.NormalizeText(lowercase=config.lowercase)
+    normalized = read | "NormalizeText" >> transforms.NormalizeText(lowercase=config.lowercase)
     nonempty = normalized | "DropEmpty" >> beam.ParDo(transforms.DropEmptyFn()).with_outputs(
         transforms.DROPPED, main="records"
     )
@@ -169,10 +167,12 @@ def build_pipeline(
         validation_fraction=config.validation_fraction if config.carve_validation() else 0.0,
         test_fraction=config.test_fraction if config.carve_test() else 0.0,
     )
-    unique = split | "DropDuplicates" >> transforms.DropDuplicates()
+    # The one shuffle of records; from here on the job works on batches of them.
+    batches = split | "GroupByContent" >> transforms.GroupByContent()
+    unique = batches | "DropDuplicates" >> transforms.DropDuplicates()
 
     if tokenizer_bytes is None:
-        model = unique.records | "TrainTokenizer" >> transforms.TrainTokenizer(
+        model = unique.batches | "TrainTokenizer" >> transforms.TrainTokenizer(
             vocab_size=config.vocab_size, sample_size=config.tokenizer_sample_size
         )
     else:
@@ -181,7 +181,7 @@ def build_pipeline(
         transforms.WriteFileFn(shards.join(out, features.TOKENIZER_FILE))
     )
 
-    encoded = unique.records | "Encode" >> beam.ParDo(
+    encoded = unique.batches | "Encode" >> beam.ParDo(
         transforms.EncodeFn(
             task=config.task, max_tokens=config.max_tokens, max_length_ratio=config.max_length_ratio
         ),
@@ -198,18 +198,18 @@ def build_pipeline(
         encoded[transforms.DROPPED],
     ) | "AllDrops" >> beam.Flatten()
     stats = (
-        read  # counted as read, before any shuffle: see ReadSources
+        read  # counted as read, before the shuffle: see ReadSources
         | "CountRead" >> beam.combiners.Count.Globally()
         | "ReadKey" >> beam.Map(lambda n: ("records", n)),
         transforms.count_reasons(drops, "dropped", "Drops"),
         transforms.count_reasons(rejects, "rejected", "Rejects"),
         written,
-        unique.records | "CountTrainOverlap" >> transforms.CountTrainOverlap(),
+        unique.batches | "CountTrainOverlap" >> transforms.CountTrainOverlap(),
         transforms.length_histogram(encoded.encoded),
     ) | "AllStats" >> beam.Flatten()
     stats | "WriteStats" >> transforms.WriteStats(shards.join(out, STATS_FILE))
     return {
-        "records": unique.records,
+        "batches": unique.batches,
         "encoded": encoded.encoded,
         "rejects": rejects,
         "stats": stats,

@@ -2,12 +2,16 @@
 
 Every record that enters leaves through exactly one door: written to a shard, dropped
 (with a reason, tagged ``DROPPED``), or rejected as malformed (tagged ``REJECTED``, kept
-in the dead-letter file). ``CountOutcomes`` turns those doors into the counts that
+in the dead-letter file). ``preprocess.build_pipeline`` counts those doors into the figures that
 ``metadata.json`` reconciles.
+
+Records travel one by one up to ``GroupByContent``, the job's one shuffle of records; after
+it they travel in batches (tuples), so the per-element cost of the runner is paid per batch.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 from typing import NamedTuple
@@ -41,8 +45,8 @@ class ReadSourceFn(beam.DoFn):
 
 
 class ReadSources(beam.PTransform):
-    """Reads every source -> (records, rejects), as read: the job counts them before it spreads
-    them over workers, so a record lost in any later step shows up when the counts reconcile."""
+    """Reads every source -> (records, rejects), as read: the job counts them before it groups
+    them across workers, so a record lost in any later step shows up when the counts reconcile."""
 
     def expand(self, specs):
         outputs = specs | "Read" >> beam.ParDo(ReadSourceFn()).with_outputs(
@@ -104,51 +108,79 @@ class AssignSplit(beam.PTransform):
         return records | beam.Map(assign)
 
 
-class DropDuplicates(beam.PTransform):
-    """Exact duplicates within a split (same normalized pair / same review text) leave once."""
+CONTENT_BUCKETS = 1024
+
+
+def content_bucket(record: sources.RawRecord) -> int:
+    """Which batch a record joins: a function of its split key alone."""
+    return int(split_key(record)[:8], 16) % CONTENT_BUCKETS
+
+
+class GroupByContent(beam.PTransform):
+    """Records -> batches: one tuple per bucket of split keys, its records sorted by origin.
+
+    The job's one shuffle of records. Everything that must meet — duplicates within a split,
+    examples sharing a source sentence across splits — shares a split key and so a batch;
+    the steps after this one work batch by batch, with no further per-record shuffle.
+    """
 
     def expand(self, records):
-        def key(record):
-            # A review is a duplicate by its text alone, whatever its label says.
-            return (record.split, text.content_hash(*record.fields))
-
-        def keep_first(item):
-            _, group = item
-            group = sorted(group, key=lambda r: r.origin)
-            yield group[0]
-            for _ in group[1:]:
-                yield _drop("duplicate")
-
         return (
             records
-            | "KeyByContent" >> beam.Map(lambda r: (key(r), r))
+            | "KeyByBucket" >> beam.Map(lambda r: (content_bucket(r), r))
             | "Group" >> beam.GroupByKey()
-            | "KeepFirst" >> beam.FlatMap(keep_first).with_outputs(DROPPED, main="records")
+            | "Batch" >> beam.MapTuple(lambda _, group: tuple(sorted(group, key=_origin)))
         )
 
 
-class CountTrainOverlap(beam.PTransform):
-    """-> ("overlap/<split>", n): validation/test examples whose split key also occurs in train."""
+def _origin(record: sources.RawRecord) -> str:
+    return record.origin
 
-    def expand(self, records):
-        def overlaps(item):
-            _, splits = item
-            splits = set(splits)
-            if features.TRAIN in splits:
-                for split in splits - {features.TRAIN}:
-                    yield f"overlap/{split}"
+
+class DropDuplicates(beam.PTransform):
+    """Batches -> batches without exact duplicates within a split (same normalized pair / same
+    review text); of each set of duplicates the first by origin stays."""
+
+    def expand(self, batches):
+        def drop_duplicates(batch):
+            kept = {}
+            for record in batch:
+                # A review is a duplicate by its text alone, whatever its label says.
+                key = (record.split, text.content_hash(*record.fields))
+                first = kept.get(key)
+                if first is not None:
+                    yield _drop("duplicate")
+                if first is None or record.origin < first.origin:
+                    kept[key] = record
+            if kept:
+                yield tuple(kept.values())
+
+        return batches | beam.FlatMap(drop_duplicates).with_outputs(DROPPED, main="batches")
+
+
+class CountTrainOverlap(beam.PTransform):
+    """Batches -> ("overlap/<split>", n): validation/test examples whose split key also occurs
+    in train (one batch holds every record of a split key)."""
+
+    def expand(self, batches):
+        def overlaps(batch):
+            splits_by_key = collections.defaultdict(set)
+            for record in batch:
+                splits_by_key[split_key(record)].add(record.split)
+            for splits in splits_by_key.values():
+                if features.TRAIN in splits:
+                    for split in sorted(splits - {features.TRAIN}):
+                        yield f"overlap/{split}"
 
         return (
-            records
-            | "KeyBySplitKey" >> beam.Map(lambda r: (split_key(r), r.split))
-            | "Group" >> beam.GroupByKey()
+            batches
             | "Overlaps" >> beam.FlatMap(overlaps)
             | "Count" >> beam.combiners.Count.PerElement()
         )
 
 
 class TrainTokenizer(beam.PTransform):
-    """Train-split texts -> serialized SentencePiece model (a single element).
+    """Batches -> serialized SentencePiece model of their train-split texts (a single element).
 
     The sample is the ``sample_size`` texts with the smallest content hashes: a
     uniform sample that is the same on every run and runner.
@@ -159,12 +191,20 @@ class TrainTokenizer(beam.PTransform):
         self.vocab_size = vocab_size
         self.sample_size = sample_size
 
-    def expand(self, records):
+    def expand(self, batches):
         vocab_size = self.vocab_size
+
+        def train_texts(batch):
+            return [
+                (text.content_hash(f), f)
+                for r in batch
+                if r.split == features.TRAIN
+                for f in r.fields
+            ]
+
         return (
-            records
-            | "TrainOnly" >> beam.Filter(lambda r: r.split == features.TRAIN)
-            | "Texts" >> beam.FlatMap(lambda r: [(text.content_hash(f), f) for f in r.fields])
+            batches
+            | "Texts" >> beam.FlatMap(train_texts)
             | "Sample" >> beam.combiners.Top.Smallest(self.sample_size)
             | "Train"
             >> beam.Map(
@@ -192,7 +232,7 @@ class Encoded(NamedTuple):
 
 
 class EncodeFn(beam.DoFn):
-    """RawRecord + model bytes (side input) -> Encoded | dropped reason."""
+    """Batch of RawRecords + model bytes (side input) -> tuple of Encoded | dropped reasons."""
 
     def __init__(self, *, task: str, max_tokens: int, max_length_ratio: float):
         self.task = task
@@ -200,27 +240,38 @@ class EncodeFn(beam.DoFn):
         self.max_length_ratio = max_length_ratio
         self._tokenizer = None
 
-    def process(self, record: sources.RawRecord, model_bytes: bytes):
+    def process(self, batch: tuple[sources.RawRecord, ...], model_bytes: bytes):
         if self._tokenizer is None or self._tokenizer.model_bytes != model_bytes:
             self._tokenizer = tokenizer.Tokenizer(model_bytes)
+        encoded = []
+        for record in batch:
+            result = self._encode(record)
+            if isinstance(result, str):
+                yield _drop(result)
+            else:
+                encoded.append(result)
+        if encoded:
+            yield tuple(encoded)
+
+    def _encode(self, record: sources.RawRecord) -> Encoded | str:
+        """-> the Encoded record, or the reason it is dropped."""
         ids = self._tokenizer.encode_batch(list(record.fields))
         lengths = tuple(len(i) - 1 for i in ids)
         if max(lengths) > self.max_tokens:
-            yield _drop("too_long")
-            return
+            return "too_long"
         if self.task == features.TRANSLATION:
             ratio = max(lengths) / max(1, min(lengths))
             if ratio > self.max_length_ratio:
-                yield _drop("length_ratio")
-                return
+                return "length_ratio"
             example = features.serialize_example(self.task, ids[0], targets=ids[1])
         else:
             example = features.serialize_example(self.task, ids[0], label=record.label)
-        yield Encoded(record.split, text.content_hash(*record.fields), example, lengths)
+        return Encoded(record.split, text.content_hash(*record.fields), example, lengths)
 
 
 class WriteShards(beam.PTransform):
-    """Encoded -> ("shard/<split>/<file name>", examples) for every shard, empty ones too."""
+    """Batches of Encoded -> ("shard/<split>/<file name>", examples) for every shard, empty ones
+    too. A shard holds its examples sorted by content hash."""
 
     def __init__(self, *, output_dir: str, shards_per_split: dict[str, int]):
         super().__init__()
@@ -231,20 +282,23 @@ class WriteShards(beam.PTransform):
         counts = self.shards_per_split
         output_dir = self.output_dir
 
-        def shard_of(e: Encoded):
-            return (e.split, int(e.key[:12], 16) % counts[e.split]), (e.key, e.example)
+        def shard_parts(batch: tuple[Encoded, ...]):
+            parts = collections.defaultdict(list)
+            for e in batch:
+                parts[(e.split, int(e.key[:12], 16) % counts[e.split])].append((e.key, e.example))
+            return [(shard, tuple(items)) for shard, items in parts.items()]
 
         def write(item):
-            (split, index), group = item
-            records = sorted(r for r in group if r is not None)
+            (split, index), parts = item
+            records = sorted(record for part in parts for record in part)
             name = features.shard_name(split, index, counts[split])
             n = shards.write_tfrecords(shards.join(output_dir, name), (ex for _, ex in records))
             yield f"shard/{split}/{name}", n
 
-        every_shard = [((s, i), None) for s, n in counts.items() for i in range(n)]
+        every_shard = [((s, i), ()) for s, n in counts.items() for i in range(n)]
         seeds = encoded.pipeline | "EveryShard" >> beam.Create(every_shard)
         return (
-            (encoded | "AssignShard" >> beam.Map(shard_of), seeds)
+            (encoded | "AssignShards" >> beam.FlatMap(shard_parts), seeds)
             | "WithEmpty" >> beam.Flatten()
             | "Group" >> beam.GroupByKey()
             | "Write" >> beam.FlatMap(write)
@@ -273,13 +327,17 @@ class WriteRejects(beam.PTransform):
 
 
 def length_histogram(encoded):
-    """-> ("length/<split>/<side>/<n>", count): exact percentiles come from this in the driver."""
+    """Batches of Encoded -> ("length/<split>/<side>/<n>", count): exact percentiles come from
+    this in the driver."""
+
+    def batch_histogram(batch):
+        return collections.Counter(
+            f"length/{e.split}/{side}/{n}" for e in batch for side, n in enumerate(e.lengths)
+        ).items()
+
     return (
         encoded
-        | "LengthKeys"
-        >> beam.FlatMap(
-            lambda e: [(f"length/{e.split}/{side}/{n}", 1) for side, n in enumerate(e.lengths)]
-        )
+        | "LengthKeys" >> beam.FlatMap(batch_histogram)
         | "SumLengths" >> beam.CombinePerKey(sum)
     )
 

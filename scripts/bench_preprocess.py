@@ -119,8 +119,9 @@ alternately in one process, median of {args.repeats}.
 | **job / loop time** | **{job_s / loop_s:.1f}x** (tokenizer given: **{given_s / loop_s:.1f}x**) | |
 
 The difference between the two job rows is learning the SentencePiece model (single-threaded,
-deterministic). The rest is the DirectRunner's own cost: pipeline construction, four shuffles
-(the spread after reading, deduplication, overlap count, shard assignment) and per-element overhead.
+deterministic). The rest is the DirectRunner's own cost: pipeline construction (about 2 s,
+whatever the input's size), one shuffle of records (grouping them into batches by content), one of
+the batches' examples (by shard), and per-element overhead.
 
 Job counts: read {meta.read}, written {meta.written}, dropped {sum(meta.dropped.values())}.
 Machine: {bench_report.machine()}. Command: `python scripts/bench_preprocess.py --repeats={args.repeats}`.

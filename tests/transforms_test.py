@@ -67,35 +67,56 @@ def test_assign_split_by_source_hash_keeps_given_splits():
         )
 
 
-def test_drop_duplicates_within_a_split_only():
+def test_group_by_content_batches_records_by_split_key_sorted_by_origin():
+    # content buckets: source "a" 746, "x" 434
     records = [
+        pair("a", "b", "train", "f:3"),
+        pair("x", "y", "validation", "g:2"),
+        pair("a", "c", "validation", "g:1"),
+        pair("a", "b", "train", "f:1"),
+    ]
+    with TestPipeline() as p:
+        out = p | beam.Create(records) | transforms.GroupByContent()
+        assert_that(
+            out | beam.Map(lambda batch: [(r.origin, r.fields[1]) for r in batch]),
+            equal_to([[("f:1", "b"), ("f:3", "b"), ("g:1", "c")], [("g:2", "y")]]),
+        )
+
+
+def test_drop_duplicates_within_a_split_only():
+    batch = (
         pair("a", "b", "train", "f:3"),
         pair("a", "b", "train", "f:1"),
         pair("a", "b", "train", "f:2"),
         pair("a", "b", "validation", "g:1"),
         pair("a", "c", "train", "f:4"),
-    ]
+    )
+    duplicates_only = (pair("x", "y", "train", "h:2"), pair("x", "y", "train", "h:1"))
     with TestPipeline() as p:
-        out = p | beam.Create(records) | transforms.DropDuplicates()
-        kept = out.records | beam.Map(lambda r: (r.origin, r.split))
+        out = p | beam.Create([batch, duplicates_only]) | transforms.DropDuplicates()
+        kept = out.batches | beam.Map(lambda b: sorted((r.origin, r.split) for r in b))
         assert_that(
             kept,
-            equal_to([("f:1", "train"), ("g:1", "validation"), ("f:4", "train")]),
+            equal_to(
+                [[("f:1", "train"), ("f:4", "train"), ("g:1", "validation")], [("h:1", "train")]]
+            ),
             label="kept",
         )
-        assert_that(out[transforms.DROPPED], equal_to(["duplicate", "duplicate"]), label="dropped")
+        assert_that(
+            out[transforms.DROPPED],
+            equal_to(["duplicate", "duplicate", "duplicate"]),
+            label="dropped",
+        )
 
 
 def test_count_train_overlap_by_source():
-    records = [
-        pair("a", "b", "train"),
-        pair("a", "c", "validation"),
-        pair("x", "y", "validation"),
-        pair("a", "d", "test"),
-        pair("z", "w", "test"),
+    batches = [
+        (pair("a", "b", "train"), pair("a", "c", "validation"), pair("a", "d", "test")),
+        (pair("x", "y", "validation"), pair("x", "v", "validation")),
+        (pair("z", "w", "test"), pair("q", "w", "train")),
     ]
     with TestPipeline() as p:
-        out = p | beam.Create(records) | transforms.CountTrainOverlap()
+        out = p | beam.Create(batches) | transforms.CountTrainOverlap()
         assert_that(out, equal_to([("overlap/validation", 1), ("overlap/test", 1)]))
 
 
@@ -115,7 +136,7 @@ def test_encode_drops_too_long_and_ratio_outliers(model_bytes):
         model = p | "Model" >> beam.Create([model_bytes])
         out = (
             p
-            | beam.Create([ok, long, skewed])
+            | beam.Create([(ok, long, skewed), (long,)])
             | beam.ParDo(
                 transforms.EncodeFn(task=features.TRANSLATION, max_tokens=30, max_length_ratio=3.0),
                 beam.pvalue.AsSingleton(model),
@@ -125,21 +146,28 @@ def test_encode_drops_too_long_and_ratio_outliers(model_bytes):
             features.TRANSLATION, tok.encode(ok.fields[0]), targets=tok.encode(ok.fields[1])
         )
         assert_that(
-            out.encoded | beam.Map(lambda e: (e.split, e.example)),
-            equal_to([("train", expected)]),
+            out.encoded | beam.Map(lambda batch: [(e.split, e.example) for e in batch]),
+            equal_to([[("train", expected)]]),
             label="kept",
         )
         assert_that(
-            out[transforms.DROPPED], equal_to(["too_long", "length_ratio"]), label="dropped"
+            out[transforms.DROPPED],
+            equal_to(["too_long", "length_ratio", "too_long"]),
+            label="dropped",
         )
 
 
 def test_write_shards_writes_every_shard_even_empty(tmp_path):
     out_dir = str(tmp_path)
     encoded = [
-        transforms.Encoded("train", "0" * 64, b"ex-a", (1, 1)),
-        transforms.Encoded("train", "1" + "0" * 63, b"ex-b", (1, 1)),
-        transforms.Encoded("validation", "2" * 64, b"ex-c", (1, 1)),
+        (
+            transforms.Encoded("train", "0" * 64, b"ex-a", (1, 1)),
+            transforms.Encoded("train", "1" + "0" * 63, b"ex-b", (1, 1)),
+        ),
+        (
+            transforms.Encoded("validation", "2" * 64, b"ex-c", (1, 1)),
+            transforms.Encoded("train", "3" + "0" * 63, b"ex-d", (1, 1)),
+        ),
     ]
     with TestPipeline() as p:
         out = (
@@ -149,12 +177,12 @@ def test_write_shards_writes_every_shard_even_empty(tmp_path):
                 output_dir=out_dir, shards_per_split={"train": 3, "validation": 1}
             )
         )
-        # int("000000000000", 16) % 3 == 0; int("100000000000", 16) % 3 == 1
+        # % 3 of int("000000000000", 16): 0, of "100000000000": 1, of "300000000000": 0
         assert_that(
             out,
             equal_to(
                 [
-                    ("shard/train/train-00000-of-00003.tfrecord.gz", 1),
+                    ("shard/train/train-00000-of-00003.tfrecord.gz", 2),
                     ("shard/train/train-00001-of-00003.tfrecord.gz", 1),
                     ("shard/train/train-00002-of-00003.tfrecord.gz", 0),
                     ("shard/validation/validation-00000-of-00001.tfrecord.gz", 1),
@@ -167,14 +195,23 @@ def test_write_shards_writes_every_shard_even_empty(tmp_path):
         "train-00002-of-00003.tfrecord.gz",
         "validation-00000-of-00001.tfrecord.gz",
     ]
-    shard = os.path.join(out_dir, "train-00001-of-00003.tfrecord.gz")
-    assert [r.numpy() for r in tf.data.TFRecordDataset(shard, compression_type="GZIP")] == [b"ex-b"]
+
+    def read(name):
+        shard = os.path.join(out_dir, name)
+        return [r.numpy() for r in tf.data.TFRecordDataset(shard, compression_type="GZIP")]
+
+    # Examples from different batches meet in a shard, sorted by content hash.
+    assert read("train-00000-of-00003.tfrecord.gz") == [b"ex-a", b"ex-d"]
+    assert read("train-00001-of-00003.tfrecord.gz") == [b"ex-b"]
 
 
 def test_count_reasons_and_length_histogram():
     encoded = [
-        transforms.Encoded("train", "k1", b"", (3, 4)),
-        transforms.Encoded("train", "k2", b"", (3, 5)),
+        (transforms.Encoded("train", "k1", b"", (3, 4)),),
+        (
+            transforms.Encoded("train", "k2", b"", (3, 5)),
+            transforms.Encoded("test", "k3", b"", (3, 5)),
+        ),
     ]
     with TestPipeline() as p:
         reasons = transforms.count_reasons(
@@ -186,7 +223,15 @@ def test_count_reasons_and_length_histogram():
         )
         assert_that(
             hist,
-            equal_to([("length/train/0/3", 2), ("length/train/1/4", 1), ("length/train/1/5", 1)]),
+            equal_to(
+                [
+                    ("length/train/0/3", 2),
+                    ("length/train/1/4", 1),
+                    ("length/train/1/5", 1),
+                    ("length/test/0/3", 1),
+                    ("length/test/1/5", 1),
+                ]
+            ),
             label="hist",
         )
 
@@ -229,9 +274,10 @@ def test_train_tokenizer_uses_a_deterministic_hash_sample():
     train_texts = [f for r in records if r.split == "train" for f in r.fields]
     expected_sample = sorted((text.content_hash(t), t) for t in train_texts)[:150]
     expected = tokenizer.train([t for _, t in expected_sample], vocab_size=400)
+    batches = [tuple(records[: len(records) // 2]), tuple(records[len(records) // 2 :])]
     with TestPipeline() as p:
         model = (
-            p | beam.Create(records) | transforms.TrainTokenizer(vocab_size=400, sample_size=150)
+            p | beam.Create(batches) | transforms.TrainTokenizer(vocab_size=400, sample_size=150)
         )
         assert_that(model, equal_to([expected]))
 
