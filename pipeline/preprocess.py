@@ -199,8 +199,7 @@ def build_pipeline(
     ) | "AllDrops" >> beam.Flatten()
     stats = (
         read  # counted as read, before the shuffle: see ReadSources
-        | "CountRead" >> beam.combiners.Count.Globally()
-        | "ReadKey" >> beam.Map(lambda n: ("records", n)),
+        | "CountRead" >> beam.Map(lambda _: ("records", 1)),
         transforms.count_reasons(drops, "dropped", "Drops"),
         transforms.count_reasons(rejects, "rejected", "Rejects"),
         written,

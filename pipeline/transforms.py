@@ -159,24 +159,22 @@ class DropDuplicates(beam.PTransform):
 
 
 class CountTrainOverlap(beam.PTransform):
-    """Batches -> ("overlap/<split>", n): validation/test examples whose split key also occurs
-    in train (one batch holds every record of a split key)."""
+    """Batches -> ("overlap/<split>", n) per batch, summed by ``WriteStats``: validation/test
+    split keys that also occur in train (one batch holds every record of a split key)."""
 
     def expand(self, batches):
         def overlaps(batch):
             splits_by_key = collections.defaultdict(set)
             for record in batch:
                 splits_by_key[split_key(record)].add(record.split)
-            for splits in splits_by_key.values():
-                if features.TRAIN in splits:
-                    for split in sorted(splits - {features.TRAIN}):
-                        yield f"overlap/{split}"
+            return collections.Counter(
+                f"overlap/{split}"
+                for splits in splits_by_key.values()
+                if features.TRAIN in splits
+                for split in splits - {features.TRAIN}
+            ).items()
 
-        return (
-            batches
-            | "Overlaps" >> beam.FlatMap(overlaps)
-            | "Count" >> beam.combiners.Count.PerElement()
-        )
+        return batches | "Overlaps" >> beam.FlatMap(overlaps)
 
 
 class TrainTokenizer(beam.PTransform):
@@ -327,33 +325,28 @@ class WriteRejects(beam.PTransform):
 
 
 def length_histogram(encoded):
-    """Batches of Encoded -> ("length/<split>/<side>/<n>", count): exact percentiles come from
-    this in the driver."""
+    """Batches of Encoded -> ("length/<split>/<side>/<n>", count) per batch; summed by
+    ``WriteStats``, exact percentiles come from it in the driver."""
 
     def batch_histogram(batch):
         return collections.Counter(
             f"length/{e.split}/{side}/{n}" for e in batch for side, n in enumerate(e.lengths)
         ).items()
 
-    return (
-        encoded
-        | "LengthKeys" >> beam.FlatMap(batch_histogram)
-        | "SumLengths" >> beam.CombinePerKey(sum)
-    )
+    return encoded | "LengthKeys" >> beam.FlatMap(batch_histogram)
 
 
 def count_reasons(pcoll, prefix: str, label: str):
-    """Reason strings (or objects with .reason) -> ("<prefix>/<reason>", count)."""
-    return (
-        pcoll
-        | f"{label}Reason" >> beam.Map(lambda x: getattr(x, "reason", x))
-        | f"{label}Count" >> beam.combiners.Count.PerElement()
-        | f"{label}Key" >> beam.Map(lambda kv: (f"{prefix}/{kv[0]}", kv[1]))
+    """Reason strings (or objects with .reason) -> ("<prefix>/<reason>", 1) each; summed by
+    ``WriteStats``."""
+    return pcoll | f"{label}Reasons" >> beam.Map(
+        lambda x: (f"{prefix}/{getattr(x, 'reason', x)}", 1)
     )
 
 
 class WriteStats(beam.PTransform):
-    """("name", int) pairs -> one JSON file the driver turns into metadata.json."""
+    """("name", n) pairs -> their sums per name, in one JSON file the driver turns into
+    metadata.json. Every count of the job is a sum here: one combine for all of them."""
 
     def __init__(self, path: str):
         super().__init__()
@@ -363,9 +356,13 @@ class WriteStats(beam.PTransform):
         path = self.path
         return (
             pairs
-            | "ToDict" >> beam.combiners.ToDict()
+            | "Sum" >> beam.CombinePerKey(sum)
+            | "OneKey" >> beam.Map(lambda kv: (None, kv))
+            | "Together" >> beam.GroupByKey()
             | "Write"
-            >> beam.Map(
-                lambda d: shards.write_atomically(path, [json.dumps(d, sort_keys=True).encode()])
+            >> beam.MapTuple(
+                lambda _, kvs: shards.write_atomically(
+                    path, [json.dumps(dict(kvs), sort_keys=True).encode()]
+                )
             )
         )

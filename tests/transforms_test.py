@@ -9,7 +9,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline import features, tokenizer, transforms
-from pipeline.sources import RawRecord
+from pipeline.sources import RawRecord, Reject
 
 
 def pair(src, tgt, split=None, origin="f:1"):
@@ -114,10 +114,15 @@ def test_count_train_overlap_by_source():
         (pair("a", "b", "train"), pair("a", "c", "validation"), pair("a", "d", "test")),
         (pair("x", "y", "validation"), pair("x", "v", "validation")),
         (pair("z", "w", "test"), pair("q", "w", "train")),
+        (pair("m", "n", "train"), pair("m", "o", "validation"), pair("k", "l", "train")),
     ]
     with TestPipeline() as p:
         out = p | beam.Create(batches) | transforms.CountTrainOverlap()
-        assert_that(out, equal_to([("overlap/validation", 1), ("overlap/test", 1)]))
+        # One count per batch and split; WriteStats sums them.
+        assert_that(
+            out,
+            equal_to([("overlap/validation", 1), ("overlap/test", 1), ("overlap/validation", 1)]),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -210,24 +215,27 @@ def test_count_reasons_and_length_histogram():
         (transforms.Encoded("train", "k1", b"", (3, 4)),),
         (
             transforms.Encoded("train", "k2", b"", (3, 5)),
-            transforms.Encoded("test", "k3", b"", (3, 5)),
+            transforms.Encoded("train", "k3", b"", (3, 5)),
+            transforms.Encoded("test", "k4", b"", (3, 5)),
         ),
     ]
     with TestPipeline() as p:
         reasons = transforms.count_reasons(
-            p | beam.Create(["empty", "duplicate", "empty"]), "dropped", "D"
+            p | beam.Create(["empty", Reject("f:2", "wrong_columns", "")]), "dropped", "D"
         )
         hist = transforms.length_histogram(p | "Enc" >> beam.Create(encoded))
         assert_that(
-            reasons, equal_to([("dropped/empty", 2), ("dropped/duplicate", 1)]), label="reasons"
+            reasons, equal_to([("dropped/empty", 1), ("dropped/wrong_columns", 1)]), label="reasons"
         )
+        # Counts per batch; WriteStats sums them.
         assert_that(
             hist,
             equal_to(
                 [
-                    ("length/train/0/3", 2),
+                    ("length/train/0/3", 1),
                     ("length/train/1/4", 1),
-                    ("length/train/1/5", 1),
+                    ("length/train/0/3", 2),
+                    ("length/train/1/5", 2),
                     ("length/test/0/3", 1),
                     ("length/test/1/5", 1),
                 ]
@@ -285,8 +293,6 @@ def test_train_tokenizer_uses_a_deterministic_hash_sample():
 def test_write_rejects_and_stats(tmp_path):
     import json
 
-    from pipeline.sources import Reject
-
     stats_path = str(tmp_path / "_stats.json")
     with TestPipeline() as p:
         (
@@ -296,11 +302,11 @@ def test_write_rejects_and_stats(tmp_path):
         )
         (
             p
-            | "Stats" >> beam.Create([("records", 3), ("dropped/empty", 1)])
+            | "Stats" >> beam.Create([("records", 3), ("dropped/empty", 1), ("records", 2)])
             | transforms.WriteStats(stats_path)
         )
     lines = (tmp_path / "rejected-00000-of-00001.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == [
         {"origin": "f:2", "reason": "wrong_columns", "detail": "1 column"}
     ]
-    assert json.loads(open(stats_path).read()) == {"dropped/empty": 1, "records": 3}
+    assert json.loads(open(stats_path).read()) == {"dropped/empty": 1, "records": 5}
