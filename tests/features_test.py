@@ -29,6 +29,11 @@ def _tf_example(mapping: dict[str, list[int]]) -> example_pb2.Example:
             {"inputs": [2**40, 3], "label": 0},
             {"inputs": [2**40, 3], "label": [0]},
         ),
+        (  # negative int64s take ten bytes, two's complement
+            "translation",
+            {"inputs": [-1, 4], "targets": [-(2**63), 2**63 - 1]},
+            {"inputs": [-1, 4], "targets": [-(2**63), 2**63 - 1]},
+        ),
         (  # a field longer than 64 KiB: its length is a 3-byte varint
             "classification",
             {"inputs": [300] * 40_000, "label": 1},
