@@ -67,6 +67,17 @@ def test_assign_split_by_source_hash_keeps_given_splits():
         )
 
 
+def test_content_bucket_is_the_source_sentences_and_stable():
+    # The bucket is fixed by the source sentence alone (so duplicates and cross-split overlaps
+    # meet in one batch), and by a content hash, so every run and runner agrees on it.
+    assert transforms.content_bucket(pair("a", "b")) == 746
+    assert transforms.content_bucket(pair("a", "c", "validation", "g:9")) == 746
+    assert transforms.content_bucket(pair("x", "b")) == 434
+    buckets = {transforms.content_bucket(pair(f"s{i}", "t")) for i in range(5000)}
+    assert min(buckets) >= 0 and max(buckets) < transforms.CONTENT_BUCKETS
+    assert len(buckets) > 0.9 * transforms.CONTENT_BUCKETS
+
+
 def test_group_by_content_batches_records_by_split_key_sorted_by_origin():
     # content buckets: source "a" 746, "x" 434
     records = [
