@@ -67,6 +67,24 @@ def test_assign_split_by_source_hash_keeps_given_splits():
         )
 
 
+def test_raw_record_coder_round_trips_and_is_what_beam_picks():
+    from apache_beam.coders import typecoders
+
+    coder = typecoders.registry.get_coder(RawRecord)
+    assert isinstance(coder, transforms.RawRecordCoder) and coder.is_deterministic()
+    records = [
+        pair("Ein Hund läuft.", "A dog runs.", None, "f.de.gz:7"),
+        RawRecord(
+            origin="a.tar.gz:train/pos/1_9.txt", fields=("Great film",), label=1, split="train"
+        ),
+    ]
+    for record in records:
+        assert coder.decode(coder.encode(record)) == record
+    assert coder.encode(records[0]) == coder.encode(
+        pair("Ein Hund läuft.", "A dog runs.", None, "f.de.gz:7")
+    )
+
+
 def test_content_bucket_is_the_source_sentences_and_stable():
     # The bucket is fixed by the source sentence alone (so duplicates and cross-split overlaps
     # meet in one batch), and by a content hash, so every run and runner agrees on it.
