@@ -123,9 +123,9 @@ alternately in one process, median of {args.repeats}.
 | **job / loop time** | **{job_s / loop_s:.1f}x** (tokenizer given: **{given_s / loop_s:.1f}x**) | |
 
 The difference between the two job rows is learning the SentencePiece model (single-threaded,
-deterministic). The rest is the DirectRunner's own cost: pipeline construction (about 2 s,
-whatever the input's size), one shuffle of records (grouping them into batches by content), one of
-the batches' examples (by shard), and per-element overhead.
+deterministic). The rest is the DirectRunner's own cost: building and starting the pipeline (the
+job on a 100-pair file takes about 2 s), one shuffle of records (grouping them into batches by
+content), one of the batches' examples (by shard), and per-element overhead.
 
 Runs in seconds, in order: plain loop {_runs(loop_times)}; job {_runs(job_times)}; job with the
 tokenizer given {_runs(given_times)}.
