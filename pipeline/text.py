@@ -12,14 +12,19 @@ import re
 import unicodedata
 
 _HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
-_WHITESPACE = re.compile(r"\s+")
 
 
 def normalize(text: str, *, lowercase: bool = False) -> str:
-    """NFKC, HTML line breaks to spaces, whitespace collapsed and stripped, optional lowercase."""
+    """NFKC, HTML line breaks to spaces, whitespace collapsed and stripped, optional lowercase.
+
+    Whitespace is what ``str.split()`` splits on, the same characters as the regular
+    expression ``\\s`` (tests/text_test.py checks every code point); splitting and joining
+    is three times as fast as the regular expression, and a job normalizes every field.
+    """
     text = unicodedata.normalize("NFKC", text)
-    text = _HTML_BREAK.sub(" ", text)
-    text = _WHITESPACE.sub(" ", text).strip()
+    if "<" in text:
+        text = _HTML_BREAK.sub(" ", text)
+    text = " ".join(text.split())
     return text.lower() if lowercase else text
 
 
