@@ -23,5 +23,6 @@ $PY -m trainer.translate --model_dir="$OUT/model" --input="$OUT/held_out/held_ou
   --output="$OUT/held_out/held_out.hyp.de" --beam_size=4 --overwrite
 
 echo "== 4/4 score: sacreBLEU against the reference translations"
-paste -d '\n' "$OUT/held_out/held_out.en" "$OUT/held_out/held_out.hyp.de" | head -6
+# sed reads to the end: head would close the pipe early, and pipefail would end the script on paste's SIGPIPE.
+paste -d '\n' "$OUT/held_out/held_out.en" "$OUT/held_out/held_out.hyp.de" | sed -n 1,6p
 .venv/bin/sacrebleu "$OUT/held_out/held_out.de" -i "$OUT/held_out/held_out.hyp.de" -m bleu -w 1 -f text
