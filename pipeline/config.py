@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pipeline import features
+from pipeline import features, tokenizer
 from pipeline.sources import SourceSpec
 
 DEFAULT_MAX_TOKENS = {"ende": 256, "imdb": 4096}
@@ -22,6 +22,7 @@ class PreprocessConfig:
     test_fraction: float = 0.0
     vocab_size: int = 8000
     tokenizer_sample_size: int = 1_000_000
+    tokenizer_threads: int = tokenizer.TRAIN_THREADS  # part of the model's recipe
     tokenizer_path: str | None = None  # reuse this model instead of training one
     num_shards: int = 8
     num_eval_shards: int = 1

@@ -95,6 +95,11 @@ flags.DEFINE_integer(
     1_000_000,
     "Train the tokenizer on at most this many training texts (a deterministic hash sample).",
 )
+flags.DEFINE_integer(
+    "tokenizer_threads",
+    tokenizer.TRAIN_THREADS,
+    "Threads SentencePiece trains with. The model depends on this number, not on the machine: keep it to get the same model again.",
+)
 flags.DEFINE_string("tokenizer", None, "Reuse this SentencePiece model instead of training one.")
 flags.DEFINE_integer(
     "num_shards", 8, "Number of training shards (examples are shuffled across them)."
@@ -128,6 +133,11 @@ flags.register_validator(
 )
 flags.register_validator(
     "tokenizer_sample_size", lambda v: v >= 1, "--tokenizer_sample_size must be positive"
+)
+flags.register_validator(
+    "tokenizer_threads",
+    lambda v: 1 <= v <= tokenizer.MAX_TRAIN_THREADS,
+    f"--tokenizer_threads must be in [1, {tokenizer.MAX_TRAIN_THREADS}]",
 )
 flags.register_validator("num_shards", lambda v: v >= 1, "--num_shards must be positive")
 flags.register_validator("num_eval_shards", lambda v: v >= 1, "--num_eval_shards must be positive")
@@ -173,7 +183,9 @@ def build_pipeline(
 
     if tokenizer_bytes is None:
         model = unique.batches | "TrainTokenizer" >> transforms.TrainTokenizer(
-            vocab_size=config.vocab_size, sample_size=config.tokenizer_sample_size
+            vocab_size=config.vocab_size,
+            sample_size=config.tokenizer_sample_size,
+            threads=config.tokenizer_threads,
         )
     else:
         model = pipeline | "GivenTokenizer" >> beam.Create([tokenizer_bytes])
@@ -354,6 +366,7 @@ def config_from_flags() -> PreprocessConfig:
         test_fraction=FLAGS.test_fraction,
         vocab_size=FLAGS.vocab_size,
         tokenizer_sample_size=FLAGS.tokenizer_sample_size,
+        tokenizer_threads=FLAGS.tokenizer_threads,
         tokenizer_path=FLAGS.tokenizer,
         num_shards=FLAGS.num_shards,
         num_eval_shards=FLAGS.num_eval_shards,

@@ -19,7 +19,7 @@ def normalize(text: str, *, lowercase: bool = False) -> str:
 
     Whitespace is what ``str.split()`` splits on, the same characters as the regular
     expression ``\\s`` (tests/text_test.py checks every code point); splitting and joining
-    is three times as fast as the regular expression, and a job normalizes every field.
+    is about three times as fast as the regular expression, and a job normalizes every field.
     """
     text = unicodedata.normalize("NFKC", text)
     if "<" in text:

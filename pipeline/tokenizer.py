@@ -17,6 +17,11 @@ from pipeline import features
 
 # Byte fallback needs 256 byte pieces plus the specials and the alphabet.
 MIN_VOCAB_SIZE = 320
+# SentencePiece's trainer splits its sentences among its threads by index and adds their sums
+# in thread order, so a model is a function of the text and this number, not of the machine;
+# a different number rounds differently and gives a different model (docs/BENCHMARKS.md).
+TRAIN_THREADS = 8
+MAX_TRAIN_THREADS = 1024  # SentencePiece refuses more
 
 
 class TokenizerError(ValueError):
@@ -29,12 +34,13 @@ def train(
     vocab_size: int,
     model_type: str = "unigram",
     character_coverage: float = 1.0,
+    num_threads: int = TRAIN_THREADS,
 ) -> bytes:
     """Trains a SentencePiece model on ``sentences`` and returns the serialized model.
 
     ``hard_vocab_limit=False`` lets small corpora produce fewer pieces than asked
     instead of failing; ``byte_fallback`` means no input character is ever UNK.
-    Single-threaded so the same sentences always give the same model.
+    The same sentences and ``num_threads`` always give the same model, on any machine.
     """
     if vocab_size < MIN_VOCAB_SIZE:
         raise TokenizerError(f"vocab_size={vocab_size} is below the minimum {MIN_VOCAB_SIZE}")
@@ -47,7 +53,12 @@ def train(
     model = io.BytesIO()
     try:
         _train(
-            itertools.chain([first], sentences), model, vocab_size, model_type, character_coverage
+            itertools.chain([first], sentences),
+            model,
+            vocab_size,
+            model_type,
+            character_coverage,
+            num_threads,
         )
     except RuntimeError as e:  # SentencePiece refuses some texts (e.g. too many characters)
         raise TokenizerError(
@@ -62,6 +73,7 @@ def _train(
     vocab_size: int,
     model_type: str,
     character_coverage: float,
+    num_threads: int,
 ) -> None:
     spm.SentencePieceTrainer.train(
         sentence_iterator=sentences,
@@ -78,7 +90,7 @@ def _train(
         shuffle_input_sentence=False,
         input_sentence_size=0,
         max_sentence_length=1 << 16,
-        num_threads=1,
+        num_threads=num_threads,
         minloglevel=2,
     )
 

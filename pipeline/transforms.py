@@ -204,16 +204,18 @@ class TrainTokenizer(beam.PTransform):
     """Batches -> serialized SentencePiece model of their train-split texts (a single element).
 
     The sample is the ``sample_size`` texts with the smallest content hashes: a
-    uniform sample that is the same on every run and runner.
+    uniform sample that is the same on every run and runner; so is the model trained on it
+    with ``threads`` threads.
     """
 
-    def __init__(self, *, vocab_size: int, sample_size: int):
+    def __init__(self, *, vocab_size: int, sample_size: int, threads: int):
         super().__init__()
         self.vocab_size = vocab_size
         self.sample_size = sample_size
+        self.threads = threads
 
     def expand(self, batches):
-        vocab_size = self.vocab_size
+        vocab_size, threads = self.vocab_size, self.threads
 
         def train_texts(batch):
             return [
@@ -229,7 +231,9 @@ class TrainTokenizer(beam.PTransform):
             | "Sample" >> beam.combiners.Top.Smallest(self.sample_size)
             | "Train"
             >> beam.Map(
-                lambda sample: tokenizer.train([t for _, t in sample], vocab_size=vocab_size)
+                lambda sample: tokenizer.train(
+                    [t for _, t in sample], vocab_size=vocab_size, num_threads=threads
+                )
             )
         )
 

@@ -11,13 +11,15 @@ tokenizer, filters and writes shards and metadata. Reports pairs/s and the ratio
 A third side, the work loop, does in plain Python the per-record work no runner can skip:
 read, normalize, hash, encode, serialize, frame and gzip into one shard, with the job's own
 functions. What the job costs beyond it is the runner's: building and starting the pipeline,
-the shuffles, per-element overhead, the counts.
+the shuffles, per-element overhead, the counts. The job on the first 100 pairs alone, with the
+tokenizer given, shows the part of that cost that does not grow with the input.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import os
 import pathlib
 import shutil
@@ -37,6 +39,7 @@ from pipeline import features, preprocess, shards, sources, text, tokenizer  # n
 from pipeline.config import PreprocessConfig  # noqa: E402
 
 SECTION = "## Preprocessing throughput"
+SMALL_PAIRS = 100
 
 
 def plain_loop(prefix: str, model_bytes: bytes) -> int:
@@ -82,6 +85,18 @@ def work_loop(prefix: str, model_bytes: bytes, output_dir: str) -> int:
     return shards.write_tfrecords(os.path.join(output_dir, "train.tfrecord.gz"), examples)
 
 
+def head_prefix(prefix: str, directory: str, lines: int) -> str:
+    """Writes the first ``lines`` pairs of ``prefix``'s files under ``directory``; its prefix."""
+    small = os.path.join(directory, "train")
+    for lang in ("en", "de"):
+        with (
+            gzip.open(f"{prefix}.{lang}.gz", "rt", encoding="utf-8") as source,
+            gzip.open(f"{small}.{lang}.gz", "wt", encoding="utf-8") as head,
+        ):
+            head.writelines(itertools.islice(source, lines))
+    return small
+
+
 def job(
     prefix: str, output_dir: str, vocab_size: int, tokenizer_path: str | None = None
 ) -> features.Metadata:
@@ -114,10 +129,12 @@ def main() -> int:
         )
         return 2
     out = tempfile.mkdtemp(prefix="bench_preprocess-")
-    job_times, given_times, loop_times, work_times = [], [], [], []
+    job_times, given_times, loop_times, work_times, small_times = [], [], [], [], []
     given_dir = tempfile.mkdtemp(prefix="bench_preprocess_given-")
     work_dir = tempfile.mkdtemp(prefix="bench_preprocess_work-")
+    small_dir = tempfile.mkdtemp(prefix="bench_preprocess_small-")
     try:
+        small = head_prefix(prefix, small_dir, SMALL_PAIRS)
         for _ in range(args.repeats):
             start = time.perf_counter()
             meta = job(prefix, out, args.vocab_size)
@@ -133,11 +150,15 @@ def main() -> int:
             start = time.perf_counter()
             work_loop(prefix, model_bytes, work_dir)
             work_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            job(small, os.path.join(small_dir, "out"), args.vocab_size, tokenizer_path=model_path)
+            small_times.append(time.perf_counter() - start)
     finally:
-        for directory in (out, given_dir, work_dir):
+        for directory in (out, given_dir, work_dir, small_dir):
             shutil.rmtree(directory, ignore_errors=True)
     job_s, loop_s = statistics.median(job_times), statistics.median(loop_times)
     given_s, work_s = statistics.median(given_times), statistics.median(work_times)
+    small_s = statistics.median(small_times)
     text = f"""{SECTION}
 
 Whole preprocessing job (DirectRunner, in-memory mode) vs. a plain Python loop that only reads the
@@ -150,19 +171,21 @@ alternately in one process, median of {args.repeats}.
 | work loop (read, normalize, hash, encode, serialize, write one gzipped shard) | {work_s:.2f} | {pairs / work_s:,.0f} |
 | preprocessing job (all steps, vocab {args.vocab_size}) | {job_s:.2f} | {pairs / job_s:,.0f} |
 | preprocessing job, tokenizer given (`--tokenizer`) | {given_s:.2f} | {pairs / given_s:,.0f} |
+| the same on the first {SMALL_PAIRS} pairs only | {small_s:.2f} | |
 | **job / loop time** | **{job_s / loop_s:.1f}x** (tokenizer given: **{given_s / loop_s:.1f}x**) | |
 | work loop / loop time | {work_s / loop_s:.1f}x | |
 | job, tokenizer given / work loop time | {given_s / work_s:.1f}x | |
 
-The difference between the two job rows is learning the SentencePiece model (single-threaded,
-deterministic). The work loop does with the job's own functions the per-record work no runner can
-skip; what the job with the tokenizer given costs beyond it is the DirectRunner's: building and
-starting the pipeline (the job on a 100-pair file takes 1 to 2 s), one shuffle of records
-(grouping them into batches by content), one of the batches' examples (by shard), per-element
-overhead, and the job's counts.
+The difference between the first two job rows is learning the SentencePiece model (on
+`--tokenizer_threads`, 8 by default). The work loop does with the job's own functions the
+per-record work no runner can skip; what the job with the tokenizer given costs beyond it is the
+DirectRunner's: building and starting the pipeline (about what the job on {SMALL_PAIRS} pairs
+costs), one shuffle of records (grouping them into batches by content), one of the batches'
+examples (by shard), per-element overhead, and the job's counts.
 
 Runs in seconds, in order: plain loop {_runs(loop_times)}; work loop {_runs(work_times)}; job
-{_runs(job_times)}; job with the tokenizer given {_runs(given_times)}.
+{_runs(job_times)}; job with the tokenizer given {_runs(given_times)}; on {SMALL_PAIRS} pairs
+{_runs(small_times)}.
 
 Job counts: read {meta.read}, written {meta.written}, dropped {sum(meta.dropped.values())}.
 Machine: {bench_report.machine()}. Command: `python scripts/bench_preprocess.py --repeats={args.repeats}`.

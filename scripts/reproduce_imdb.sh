@@ -16,8 +16,10 @@ mkdir -p "$OUT"
 start=$(date +%s)
 
 echo "== 1/3 preprocess: $DATA -> $OUT/data"
+# One tokenizer thread: the tokenizer of the runs in docs/RESULTS.md (the model depends on it).
 if [ ! -f "$OUT/data/metadata.json" ]; then
-  $PY -m pipeline.preprocess --dataset=imdb --input="$DATA" --output_dir="$OUT/data"
+  $PY -m pipeline.preprocess --dataset=imdb --input="$DATA" --output_dir="$OUT/data" \
+    --tokenizer_threads=1
 fi
 
 echo "== 2/3 train: configs/imdb.cfg -> $OUT/model"

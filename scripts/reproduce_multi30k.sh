@@ -19,9 +19,11 @@ mkdir -p "$OUT"
 start=$(date +%s)
 
 echo "== 1/5 preprocess: $DATA -> $OUT/data"
+# One tokenizer thread: the tokenizer of the runs in docs/RESULTS.md (the model depends on it).
 if [ ! -f "$OUT/data/metadata.json" ]; then
   $PY -m pipeline.preprocess --dataset=ende --input="$DATA/train" --validation_input="$DATA/val" \
-    --test_input="$DATA/test_2016_flickr" --source_lang=en --target_lang=de --output_dir="$OUT/data"
+    --test_input="$DATA/test_2016_flickr" --source_lang=en --target_lang=de --output_dir="$OUT/data" \
+    --tokenizer_threads=1
 fi
 
 echo "== 2/5 train: configs/multi30k.cfg -> $OUT/model"

@@ -64,6 +64,10 @@ CASES = [
         "--vocab_size must be at least 320",
     ),
     (
+        ["--dataset=ende", "--tokenizer_threads=0", "--output_dir={out}"],
+        "--tokenizer_threads must be in [1, 1024]",
+    ),
+    (
         [
             "--dataset=ende",
             "--validation_fraction=0.7",

@@ -46,6 +46,12 @@ def test_training_is_deterministic(model_bytes):
     assert tokenizer.train(SENTENCES, vocab_size=400) == model_bytes
 
 
+def test_training_with_any_number_of_threads_is_deterministic():
+    for threads in (1, 3):
+        runs = {tokenizer.train(SENTENCES, vocab_size=400, num_threads=threads) for _ in range(3)}
+        assert len(runs) == 1, threads
+
+
 def test_batch_encoding_equals_single(model_bytes):
     tok = tokenizer.Tokenizer(model_bytes)
     assert tok.encode_batch(SENTENCES[:5]) == [tok.encode(s) for s in SENTENCES[:5]]

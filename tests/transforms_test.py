@@ -307,11 +307,13 @@ def test_train_tokenizer_uses_a_deterministic_hash_sample():
     ]
     train_texts = [f for r in records if r.split == "train" for f in r.fields]
     expected_sample = sorted((text.content_hash(t), t) for t in train_texts)[:150]
-    expected = tokenizer.train([t for _, t in expected_sample], vocab_size=400)
+    expected = tokenizer.train([t for _, t in expected_sample], vocab_size=400, num_threads=2)
     batches = [tuple(records[: len(records) // 2]), tuple(records[len(records) // 2 :])]
     with TestPipeline() as p:
         model = (
-            p | beam.Create(batches) | transforms.TrainTokenizer(vocab_size=400, sample_size=150)
+            p
+            | beam.Create(batches)
+            | transforms.TrainTokenizer(vocab_size=400, sample_size=150, threads=2)
         )
         assert_that(model, equal_to([expected]))
 
