@@ -67,11 +67,11 @@ def resolve_sources(
     *,
     dataset: str,
     input: str,  # shadows the builtin to mirror the --input flag
-    validation_input: str | None,
-    test_input: str | None,
     source_lang: str,
     target_lang: str,
-    tfds_data_dir: str | None,
+    validation_input: str | None = None,
+    test_input: str | None = None,
+    tfds_data_dir: str | None = None,
 ) -> list[SourceSpec]:
     """The specs to read for these flags; InputError on anything that cannot work."""
     if dataset not in features.DATASET_TASKS:

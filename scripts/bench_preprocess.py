@@ -57,15 +57,7 @@ def plain_loop(prefix: str, model_bytes: bytes) -> int:
 
 
 def _specs(prefix: str) -> list[sources.SourceSpec]:
-    return sources.resolve_sources(
-        dataset="ende",
-        input=prefix,
-        validation_input=None,
-        test_input=None,
-        source_lang="en",
-        target_lang="de",
-        tfds_data_dir=None,
-    )
+    return sources.resolve_sources(dataset="ende", input=prefix, source_lang="en", target_lang="de")
 
 
 def work_loop(prefix: str, model_bytes: bytes, output_dir: str) -> int:
@@ -190,9 +182,7 @@ Runs in seconds, in order: plain loop {_runs(loop_times)}; work loop {_runs(work
 Job counts: read {meta.read}, written {meta.written}, dropped {sum(meta.dropped.values())}.
 Machine: {bench_report.machine()}. Command: `python scripts/bench_preprocess.py --repeats={args.repeats}`.
 """
-    print(text)
-    if args.append_to:
-        bench_report.write_section(args.append_to, SECTION, text)
+    bench_report.publish(text, SECTION, args.append_to)
     return 0
 
 

@@ -49,6 +49,13 @@ def replace_section(document: str, title: str, body: str) -> str:
     return "".join(lines[:start]) + section + ("\n" + after if after else "")
 
 
+def publish(text: str, title: str, append_to: str | None) -> None:
+    """Prints a benchmark's section and, given ``append_to``, writes it into that file."""
+    print(text)
+    if append_to:
+        write_section(append_to, title, text)
+
+
 def write_section(path: str, title: str, text: str) -> None:
     """Writes ``text`` (which may start with its ``title`` line) as that section of ``path``."""
     body = text.strip()

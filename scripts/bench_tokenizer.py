@@ -41,15 +41,7 @@ def training_texts(corpus: str) -> list[str]:
         raise SystemExit(
             f"bench_tokenizer: error: {path + suffix} not found (the real data is needed)"
         )
-    specs = sources.resolve_sources(
-        dataset=dataset,
-        input=path,
-        validation_input=None,
-        test_input=None,
-        source_lang="en",
-        target_lang="de",
-        tfds_data_dir=None,
-    )
+    specs = sources.resolve_sources(dataset=dataset, input=path, source_lang="en", target_lang="de")
     texts = [
         text.normalize(field)
         for spec in specs
@@ -98,9 +90,7 @@ of every distinct SHA-256 its runs produced (one per row: the count repeats its 
 
 Machine: {bench_report.cpu_model()}, {os.cpu_count()} cores. Command: `{bench_report.command_line()}`.
 """
-    print(report)
-    if args.append_to:
-        bench_report.write_section(args.append_to, SECTION, report)
+    bench_report.publish(report, SECTION, args.append_to)
     return 0
 
 
