@@ -1,7 +1,7 @@
 """Benchmark: SentencePiece training time by thread count, and whether each count repeats its model.
 
     python scripts/bench_tokenizer.py [--corpus=multi30k|imdb] [--threads=1,2,8] [--repeats=2] \
-        [--append_to=docs/BENCHMARKS.md]
+        [--data=../shared/data] [--append_to=docs/BENCHMARKS.md]
 
 Trains the tokenizer the way the preprocessing job does (`pipeline.tokenizer.train`: unigram,
 byte fallback, vocab 8000) on the real corpus beside the repo (../shared/data): every
@@ -28,15 +28,16 @@ import bench_report  # noqa: E402
 from pipeline import features, sources, text, tokenizer  # noqa: E402
 
 SECTION = "## Tokenizer training by thread count"
-DATA = os.path.join(REPO, "..", "shared", "data")
+# corpus -> (dataset, its input under --data, the suffix of a file that must exist)
 INPUTS = {
-    "multi30k": ("ende", os.path.join(DATA, "multi30k", "train"), ".en.gz"),
-    "imdb": ("imdb", os.path.join(DATA, "imdb", "aclImdb_train.tar.gz"), ""),
+    "multi30k": ("ende", os.path.join("multi30k", "train"), ".en.gz"),
+    "imdb": ("imdb", os.path.join("imdb", "aclImdb_train.tar.gz"), ""),
 }
 
 
-def training_texts(corpus: str) -> list[str]:
-    dataset, path, suffix = INPUTS[corpus]
+def training_texts(data: str, corpus: str) -> list[str]:
+    dataset, relative, suffix = INPUTS[corpus]
+    path = os.path.join(data, relative)
     if not os.path.exists(path + suffix):
         raise SystemExit(
             f"bench_tokenizer: error: {path + suffix} not found (the real data is needed)"
@@ -58,10 +59,11 @@ def main() -> int:
     parser.add_argument("--threads", default="1,2,8")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--vocab_size", type=int, default=8000)
+    parser.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data"))
     parser.add_argument("--append_to")
     args = parser.parse_args()
     counts = [int(t) for t in args.threads.split(",")]
-    texts = training_texts(args.corpus)
+    texts = training_texts(args.data, args.corpus)
     rows = []
     for threads in counts:
         seconds, models = [], []

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.default_corpus import translation_pairs
+
 PAIRS = [
     ("A dog runs in the park.", "Ein Hund läuft im Park."),
     ("The girl sees a bird.", "Das Mädchen sieht einen Vogel."),
@@ -51,6 +53,12 @@ def write_aligned(directory: str, name: str, pairs, *, gz: bool = False, langs=(
         with open(path, "wb") as f:
             f.write(gzip.compress(data) if gz else data)
     return prefix
+
+
+def write_multi30k_like(data: Path, pairs: int) -> None:
+    """``pairs`` pairs of the embedded corpus laid out as DATA/multi30k/train.{en,de}.gz."""
+    (data / "multi30k").mkdir(parents=True)
+    write_aligned(str(data / "multi30k"), "train", translation_pairs(pairs), gz=True)
 
 
 def write_tsv(path: str, pairs, *, extra_lines: list[bytes] = ()) -> str:
