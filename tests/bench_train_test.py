@@ -96,6 +96,25 @@ def test_fixed_length_run_feeds_keras_hub_one_shape_and_says_so(ende_data):
     assert size == 512 // length and length > 1
 
 
+@pytest.mark.slow
+def test_xla_run_trains_both_sides_on_the_bucket_padded_batches(ende_data):
+    require_keras_hub()
+    result = bench(
+        f"--data_dir={ende_data}",
+        "--presets=tiny",
+        "--precisions=float32",
+        "--steps=2",
+        "--repeats=1",
+        "--xla",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "## Training throughput with --xla" in result.stdout
+    row = ROW.search(result.stdout)
+    assert row, result.stdout
+    assert all(float(group.replace(",", "")) > 0 for group in row.groups())
+    assert "every sequence padded to its length bucket's bound" in result.stdout
+
+
 def replace_section(document: str, body: str) -> str:
     return bench_report.replace_section(document, "## Training throughput", body)
 
