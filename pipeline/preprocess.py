@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
-import os
 import sys
 
 import apache_beam as beam
@@ -150,7 +149,9 @@ flags.register_multi_flags_validator(
     "--validation_fraction + --test_fraction must be below 1",
 )
 
-# Files this job writes; --overwrite removes only these.
+# Files this job writes; --overwrite removes only these. Beam's text sink writes the rejects
+# file through a directory of its own, which a killed run leaves behind with its files.
+BEAM_TEMP_PREFIX = "beam-temp-"
 OWN_FILE_PATTERNS = (
     features.METADATA_FILE,
     features.TOKENIZER_FILE,
@@ -158,7 +159,7 @@ OWN_FILE_PATTERNS = (
     f"{features.REJECTS_PREFIX}-*.jsonl",
     f"*{features.SHARD_SUFFIX}",
     f"{shards.TMP_PREFIX}*",
-    "beam-temp-*",
+    f"{BEAM_TEMP_PREFIX}*/**",
 )
 
 
@@ -303,7 +304,7 @@ def build_metadata(
 
 def prepare_output_dir(output_dir: str, *, overwrite: bool) -> None:
     """Refuses a non-empty dir without --overwrite; with it, removes our old files, metadata first."""
-    pattern = shards.join(output_dir, "*")
+    pattern = shards.join(output_dir, "**")  # files in subdirectories too
     existing = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
     if not existing and not FileSystems.exists(output_dir):
         try:
@@ -322,7 +323,6 @@ def prepare_output_dir(output_dir: str, *, overwrite: bool) -> None:
             m.path for m in FileSystems.match([shards.join(output_dir, name)])[0].metadata_list
         )
     foreign = sorted(set(existing) - own)
-    foreign = [p for p in foreign if not os.path.basename(p.rstrip("/")).startswith("beam-temp-")]
     if foreign:
         raise cli.UsageError(
             f"--output_dir: {output_dir} holds files this job did not write (e.g. {foreign[0]}); choose another directory"
@@ -333,6 +333,10 @@ def prepare_output_dir(output_dir: str, *, overwrite: bool) -> None:
             [metadata]
         )  # first: the dir must never look complete while half-replaced
     FileSystems.delete(sorted(own - {metadata}))
+    prefix = shards.join(output_dir, BEAM_TEMP_PREFIX)
+    for temp_dir in sorted({p[: p.index("/", len(prefix))] for p in own if p.startswith(prefix)}):
+        if FileSystems.exists(temp_dir):  # a local directory, now empty; none on GCS
+            FileSystems.delete([temp_dir])
 
 
 def config_from_flags() -> PreprocessConfig:

@@ -238,11 +238,28 @@ def test_overwrite_replaces_an_earlier_run(aligned_inputs, tmp_path):
     assert shards == ["train-00000-of-00001.tfrecord.gz"]  # no stale shards from the 3-shard run
 
 
+def test_overwrite_removes_what_a_killed_run_left_in_beams_temp_dir(aligned_inputs, tmp_path):
+    # A run killed while Beam wrote the rejects file: the sink's directory and its file.
+    debris = tmp_path / "beam-temp-rejected-0123abcd" / "9f1c.rejected.jsonl"
+    debris.parent.mkdir()
+    debris.write_text('{"origin": "x"}\n')
+    with pytest.raises(preprocess.cli.UsageError, match="is not empty; pass --overwrite"):
+        run(make_config(tmp_path, **aligned_inputs))
+    run(make_config(tmp_path, **aligned_inputs), overwrite=True)
+    assert not any(name.startswith("beam-temp-") for name in os.listdir(tmp_path))
+
+
 def test_overwrite_refuses_foreign_files(aligned_inputs, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(preprocess.cli.UsageError, match="holds files this job did not write"):
         run(make_config(tmp_path, **aligned_inputs), overwrite=True)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+    (tmp_path / "notes.txt").unlink()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")  # in a subdirectory too
+    with pytest.raises(preprocess.cli.UsageError, match="holds files this job did not write"):
+        run(make_config(tmp_path, **aligned_inputs), overwrite=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
 
 
 def test_dataflow_options_are_completed_and_checked():
@@ -293,6 +310,14 @@ def test_gcs_input_and_output_through_beam(gcs_emulator, tmp_path):
     ]
     with FileSystems.open(out + "/metadata.json") as f:
         assert features.Metadata.from_json(f.read().decode()).written == 10
+    # What a run killed inside Beam's text sink leaves; --overwrite removes it on GCS too.
+    with FileSystems.create(out + "/beam-temp-rejected-0123abcd/9f1c.rejected.jsonl") as f:
+        f.write(b"{}\n")
+    run(
+        make_config(out, input=f"gs://{gcs_emulator}/corpus/train", validation_fraction=0.0),
+        overwrite=True,
+    )
+    assert not FileSystems.match([out + "/beam-temp-*/**"])[0].metadata_list
 
 
 def test_tfds_input(tmp_path):
