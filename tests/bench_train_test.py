@@ -72,47 +72,40 @@ def test_tiny_run_writes_the_table_into_its_own_section(ende_data, tmp_path):
     assert text.endswith("## Inference\n\nkept as is\n")
 
 
-@pytest.mark.slow
-def test_fixed_length_run_feeds_keras_hub_one_shape_and_says_so(ende_data):
+def tiny_float32_run(ende_data, *flags: str) -> str:
+    """One run of `tiny` in float32 with ``flags``; its stdout, after checking its table row."""
     require_keras_hub()
     result = bench(
-        f"--data_dir={ende_data}",
-        "--presets=tiny",
-        "--precisions=float32",
-        "--steps=4",
-        "--warmup=1",
-        "--repeats=1",
-        "--batch_tokens=512",  # the test data's examples would fill one batch of 4096
-        "--keras_batches=fixed_length",
+        f"--data_dir={ende_data}", "--presets=tiny", "--precisions=float32", "--repeats=1", *flags
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "## Training throughput, keras-hub on fixed-length batches" in result.stdout
     row = ROW.search(result.stdout)
     assert row, result.stdout
     assert all(float(group.replace(",", "")) > 0 for group in row.groups())
-    shape = re.search(r"in fixed-shape batches \((\d+) x (\d+) tokens", result.stdout)
-    assert shape, result.stdout
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_fixed_length_run_feeds_keras_hub_one_shape_and_says_so(ende_data):
+    stdout = tiny_float32_run(
+        ende_data,
+        "--steps=4",
+        "--warmup=1",
+        "--batch_tokens=512",  # the test data's examples would fill one batch of 4096
+        "--keras_batches=fixed_length",
+    )
+    assert "## Training throughput, keras-hub on fixed-length batches" in stdout
+    shape = re.search(r"in fixed-shape batches \((\d+) x (\d+) tokens", stdout)
+    assert shape, stdout
     size, length = int(shape.group(1)), int(shape.group(2))
     assert size == 512 // length and length > 1
 
 
 @pytest.mark.slow
 def test_xla_run_trains_both_sides_on_the_bucket_padded_batches(ende_data):
-    require_keras_hub()
-    result = bench(
-        f"--data_dir={ende_data}",
-        "--presets=tiny",
-        "--precisions=float32",
-        "--steps=2",
-        "--repeats=1",
-        "--xla",
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "## Training throughput with --xla" in result.stdout
-    row = ROW.search(result.stdout)
-    assert row, result.stdout
-    assert all(float(group.replace(",", "")) > 0 for group in row.groups())
-    assert "every sequence padded to its length bucket's bound" in result.stdout
+    stdout = tiny_float32_run(ende_data, "--steps=2", "--xla")
+    assert "## Training throughput with --xla" in stdout
+    assert "every sequence padded to its length bucket's bound" in stdout
 
 
 def replace_section(document: str, body: str) -> str:
