@@ -18,7 +18,7 @@ def normalize(text: str, *, lowercase: bool = False) -> str:
     """NFKC, HTML line breaks to spaces, whitespace collapsed and stripped, optional lowercase.
 
     Whitespace is what ``str.split()`` splits on, the same characters as the regular
-    expression ``\\s`` (tests/text_test.py checks every code point); splitting and joining
+    expression ``\\s`` (tests/text_test.py checks every assigned code point); splitting and joining
     is about three times as fast as the regular expression, and a job normalizes every field.
     """
     text = unicodedata.normalize("NFKC", text)
