@@ -38,7 +38,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 
 from pipeline import cli, export_contract, shards, text
-from pipeline.beam_options import pipeline_options
+from pipeline.beam_options import new_pipeline, pipeline_options
 from pipeline.inference_handler import SavedModelHandler
 
 METRICS_NAMESPACE = "batch_inference"
@@ -249,7 +249,7 @@ def run_job(
     options,
 ) -> dict[str, int]:
     """Runs the job to completion; returns its counters (lines_read, empty_lines, ...)."""
-    pipeline = beam.Pipeline(options=options)
+    pipeline = new_pipeline(options)
     build_pipeline(
         pipeline,
         outputs=outputs,

@@ -23,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import cli, features, shards, sources, tokenizer, transforms
-from pipeline.beam_options import pipeline_options, recordable_options
+from pipeline.beam_options import new_pipeline, pipeline_options, recordable_options
 from pipeline.config import DEFAULT_MAX_TOKENS, PreprocessConfig
 
 PROGRAM = "preprocess"
@@ -396,7 +396,7 @@ def run_job(
     """Runs the job and writes metadata.json last. Raises cli.UsageError for input problems."""
     given = load_given_tokenizer(config.tokenizer_path) if config.tokenizer_path else None
     prepare_output_dir(config.output_dir, overwrite=overwrite)
-    pipeline = beam.Pipeline(options=options)
+    pipeline = new_pipeline(options)
     build_pipeline(pipeline, config=config, tokenizer_bytes=given)
     try:
         pipeline.run().wait_until_finish()

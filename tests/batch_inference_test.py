@@ -157,9 +157,10 @@ def test_output_formats():
 # ---- the jobs on the DirectRunner -----------------------------------------------------------
 
 
-def test_batch_translate_keeps_every_file_line_and_order(translation_export, tmp_path):
+def test_batch_translate_keeps_every_file_line_and_order(translation_export, tmp_path, no_prism):
     outputs = batch_inference.resolve_outputs(write_inputs(tmp_path / "in"), str(tmp_path / "out"))
     counters = run_translation_job(translation_export, outputs)
+    no_prism()
     assert sorted(os.listdir(tmp_path / "out")) == sorted(INPUT_FILES)  # no temp files left
     for name, count in EXPECTED_LINES.items():
         lines = input_lines(name)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +28,25 @@ def _free_port() -> int:
 def _emulator_executable() -> str | None:
     beside_python = Path(sys.executable).with_name("gcp-storage-emulator")
     return str(beside_python) if beside_python.exists() else shutil.which("gcp-storage-emulator")
+
+
+@pytest.fixture
+def no_prism(monkeypatch, tmp_path, caplog):
+    """Call it after a Beam job: asserts the job never tried Beam's Prism runner.
+
+    Beam's DirectRunner tries Prism before its FnApiRunner, logs it, and leaves a `beam-temp*`
+    directory in the system's temp directory (here a private one) each time.
+    """
+    temp = tmp_path / "system-temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    caplog.set_level(logging.INFO, logger="apache_beam.runners.direct.direct_runner")
+
+    def check() -> None:
+        assert not [r.getMessage() for r in caplog.records if "Prism" in r.getMessage()]
+        assert not [name for name in os.listdir(temp) if name.startswith("beam-temp")]
+
+    return check
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import features, preprocess, sources, tokenizer, transforms
+from pipeline import beam_options, features, preprocess, sources, tokenizer, transforms
 from pipeline.config import PreprocessConfig
 from tests import testdata
 
@@ -260,6 +260,23 @@ def test_overwrite_refuses_foreign_files(aligned_inputs, tmp_path):
     with pytest.raises(preprocess.cli.UsageError, match="holds files this job did not write"):
         run(make_config(tmp_path, **aligned_inputs), overwrite=True)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("runner", [None, "DirectRunner", "direct"])
+def test_local_runs_go_to_the_fn_api_runner(runner):
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    args = [f"--runner={runner}"] if runner else []
+    options = preprocess.pipeline_options(args + ["--direct_num_workers=2"])
+    assert isinstance(beam_options.local_runner(options), FnApiRunner)
+    assert beam_options.local_runner(preprocess.pipeline_options(["--runner=PrismRunner"])) is None
+
+
+def test_a_local_job_does_not_try_prism_first(no_prism, tmp_path):
+    prefix = testdata.write_aligned(str(tmp_path), "train", testdata.PAIRS)
+    meta = run(make_config(tmp_path / "out", input=prefix, validation_fraction=0.0))
+    assert meta.written == 10
+    no_prism()
 
 
 def test_dataflow_options_are_completed_and_checked():

@@ -5,11 +5,17 @@ import os
 import apache_beam as beam
 import pytest
 import tensorflow as tf
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline import features, tokenizer, transforms
+from pipeline import beam_options, features, tokenizer, transforms
 from pipeline.sources import RawRecord, Reject
+
+
+def local_pipeline() -> TestPipeline:
+    """Beam's TestPipeline on the runner the jobs run on locally (beam_options.local_runner)."""
+    return TestPipeline(runner=beam_options.local_runner(PipelineOptions([])))
 
 
 def pair(src, tgt, split=None, origin="f:1"):
@@ -17,7 +23,7 @@ def pair(src, tgt, split=None, origin="f:1"):
 
 
 def test_normalize_text():
-    with TestPipeline() as p:
+    with local_pipeline() as p:
         out = (
             p
             | beam.Create([pair(" A  dog<br />runs ", "Ein\tHund  läuft")])
@@ -27,7 +33,7 @@ def test_normalize_text():
 
 
 def test_drop_empty_tags_the_reason():
-    with TestPipeline() as p:
+    with local_pipeline() as p:
         out = (
             p
             | beam.Create([pair("a", "b"), pair("", "b"), pair("a", "")])
@@ -46,7 +52,7 @@ def test_assign_split_by_source_hash_keeps_given_splits():
         pair("a cat", "eine Katze"),
         pair("a cat", "die Katze", split="test"),
     ]
-    with TestPipeline() as p:
+    with local_pipeline() as p:
         out = (
             p
             | beam.Create(records)
@@ -101,7 +107,7 @@ def test_group_by_content_batches_records_by_split_key_sorted_by_origin():
         pair("a", "c", "validation", "g:1"),
         pair("a", "b", "train", "f:1"),
     ]
-    with TestPipeline() as p:
+    with local_pipeline() as p:
         out = p | beam.Create(records) | transforms.GroupByContent()
         assert_that(
             out | beam.Map(lambda batch: [(r.origin, r.fields[1]) for r in batch]),
@@ -118,7 +124,7 @@ def test_drop_duplicates_within_a_split_only():
         pair("a", "c", "train", "f:4"),
     )
     duplicates_only = (pair("x", "y", "train", "h:2"), pair("x", "y", "train", "h:1"))
-    with TestPipeline() as p:
+    with local_pipeline() as p:
         out = p | beam.Create([batch, duplicates_only]) | transforms.DropDuplicates()
         kept = out.batches | beam.Map(lambda b: sorted((r.origin, r.split) for r in b))
         assert_that(
@@ -142,7 +148,7 @@ def test_count_train_overlap_by_source():
         (pair("z", "w", "test"), pair("q", "w", "train")),
         (pair("m", "n", "train"), pair("m", "o", "validation"), pair("k", "l", "train")),
     ]
-    with TestPipeline() as p:
+    with local_pipeline() as p:
         out = p | beam.Create(batches) | transforms.CountTrainOverlap()
         # One count per batch and split; WriteStats sums them.
         assert_that(
@@ -163,7 +169,7 @@ def test_encode_drops_too_long_and_ratio_outliers(model_bytes):
     ok = pair("the dog sees the cat", "the cat likes the dog", "train")  # 5 and 5 tokens
     long = pair(" ".join(["the dog"] * 20), " ".join(["the cat"] * 20), "train")  # 40 tokens
     skewed = pair("dog", "the dog sees the cat", "train")  # 1 vs 5 tokens
-    with TestPipeline() as p:
+    with local_pipeline() as p:
         model = p | "Model" >> beam.Create([model_bytes])
         out = (
             p
@@ -200,7 +206,7 @@ def test_write_shards_writes_every_shard_even_empty(tmp_path):
             transforms.Encoded("train", "3" + "0" * 63, b"ex-d", (1, 1)),
         ),
     ]
-    with TestPipeline() as p:
+    with local_pipeline() as p:
         out = (
             p
             | beam.Create(encoded)
@@ -245,7 +251,7 @@ def test_count_reasons_and_length_histogram():
             transforms.Encoded("test", "k4", b"", (3, 5)),
         ),
     ]
-    with TestPipeline() as p:
+    with local_pipeline() as p:
         reasons = transforms.count_reasons(
             p | beam.Create(["empty", Reject("f:2", "wrong_columns", "")]), "dropped", "D"
         )
@@ -281,7 +287,7 @@ def test_read_sources_splits_records_and_rejects(tmp_path):
         None,
         (("flag", "--input"), ("source_column", "0"), ("target_column", "1")),
     )
-    with TestPipeline() as p:
+    with local_pipeline() as p:
         records, rejects = p | beam.Create([spec]) | transforms.ReadSources()
         assert_that(
             records | beam.Map(lambda r: (r.origin, r.fields)),
@@ -309,7 +315,7 @@ def test_train_tokenizer_uses_a_deterministic_hash_sample():
     expected_sample = sorted((text.content_hash(t), t) for t in train_texts)[:150]
     expected = tokenizer.train([t for _, t in expected_sample], vocab_size=400, num_threads=2)
     batches = [tuple(records[: len(records) // 2]), tuple(records[len(records) // 2 :])]
-    with TestPipeline() as p:
+    with local_pipeline() as p:
         model = (
             p
             | beam.Create(batches)
@@ -322,7 +328,7 @@ def test_write_rejects_and_stats(tmp_path):
     import json
 
     stats_path = str(tmp_path / "_stats.json")
-    with TestPipeline() as p:
+    with local_pipeline() as p:
         (
             p
             | "Rejects" >> beam.Create([Reject("f:2", "wrong_columns", "1 column")])
