@@ -115,16 +115,31 @@ def test_ids_decode_back_to_normalized_text(aligned_run):
     assert read_split(out, meta, "test") == [("A bird sings.", "Ein Vogel singt.")]
 
 
-def test_two_runs_give_identical_shards(aligned_run, aligned_inputs, tmp_path):
-    out, _ = aligned_run
-    run(make_config(tmp_path, **aligned_inputs))
+def assert_same_shards_and_tokenizer(out, other):
     for name in sorted(os.listdir(out)):
         if name.endswith(features.SHARD_SUFFIX) or name == features.TOKENIZER_FILE:
             a = open(os.path.join(out, name), "rb").read()
-            b = open(os.path.join(tmp_path, name), "rb").read()
+            b = open(os.path.join(other, name), "rb").read()
             if name.endswith(".gz"):
                 a, b = gzip.decompress(a), gzip.decompress(b)
             assert a == b, name
+
+
+def test_two_runs_give_identical_shards(aligned_run, aligned_inputs, tmp_path):
+    out, _ = aligned_run
+    run(make_config(tmp_path, **aligned_inputs))
+    assert_same_shards_and_tokenizer(out, tmp_path)
+
+
+def test_worker_processes_write_the_same_shards(aligned_run, aligned_inputs, tmp_path):
+    """The README's --direct_running_mode=multi_processing: two worker processes, same bytes."""
+    out, meta = aligned_run
+    args = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    config = make_config(tmp_path, **aligned_inputs)
+    again = preprocess.run_job(config, preprocess.pipeline_options(args), overwrite=False)
+    assert again.options["direct_num_workers"] == 2
+    assert (again.read, again.written) == (meta.read, meta.written)
+    assert_same_shards_and_tokenizer(out, tmp_path)
 
 
 def test_given_tokenizer_is_reused(aligned_run, aligned_inputs, tmp_path):
