@@ -437,7 +437,8 @@ def summary(meta: features.Metadata) -> str:
         info = meta.splits[split]
         overlap = meta.overlap_with_train.get(split)
         extra = f"; {overlap} also occur in train" if overlap else ""
-        lines.append(f"{split}: {info.examples} examples in {len(info.files)} shards{extra}")
+        n = len(info.files)
+        lines.append(f"{split}: {info.examples} examples in {n} shard{'s' * (n != 1)}{extra}")
     lines.append(
         f"tokenizer: {meta.tokenizer.file}, {meta.tokenizer.vocab_size} pieces, sha256 {meta.tokenizer.sha256[:16]}"
     )

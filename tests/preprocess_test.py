@@ -106,6 +106,19 @@ def test_aligned_counts_reconcile_and_splits_are_kept(aligned_run):
     assert stats["inputs"]["p50"] <= stats["inputs"]["p95"] <= stats["inputs"]["max"]
 
 
+def test_the_printed_summary(aligned_run):
+    _, meta = aligned_run
+    lines = preprocess.summary(meta).splitlines()
+    assert lines[:4] == [
+        "read 15 = written 13 + dropped 2 (duplicate 1, empty 1) + rejected 0 (none)",
+        "train: 10 examples in 2 shards",
+        "validation: 2 examples in 1 shard; 1 also occur in train",
+        "test: 1 examples in 1 shard",
+    ]
+    tok = meta.tokenizer
+    assert lines[4:] == [f"tokenizer: spm.model, {tok.vocab_size} pieces, sha256 {tok.sha256[:16]}"]
+
+
 def test_ids_decode_back_to_normalized_text(aligned_run):
     out, meta = aligned_run
     train = read_split(out, meta, "train")
