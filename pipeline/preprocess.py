@@ -425,6 +425,10 @@ def run_job(
     return meta
 
 
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def summary(meta: features.Metadata) -> str:
     def reasons(d: dict[str, int]) -> str:
         return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
@@ -437,8 +441,9 @@ def summary(meta: features.Metadata) -> str:
         info = meta.splits[split]
         overlap = meta.overlap_with_train.get(split)
         extra = f"; {overlap} also occur in train" if overlap else ""
-        n = len(info.files)
-        lines.append(f"{split}: {info.examples} examples in {n} shard{'s' * (n != 1)}{extra}")
+        lines.append(
+            f"{split}: {plural(info.examples, 'example')} in {plural(len(info.files), 'shard')}{extra}"
+        )
     lines.append(
         f"tokenizer: {meta.tokenizer.file}, {meta.tokenizer.vocab_size} pieces, sha256 {meta.tokenizer.sha256[:16]}"
     )

@@ -113,7 +113,7 @@ def test_the_printed_summary(aligned_run):
         "read 15 = written 13 + dropped 2 (duplicate 1, empty 1) + rejected 0 (none)",
         "train: 10 examples in 2 shards",
         "validation: 2 examples in 1 shard; 1 also occur in train",
-        "test: 1 examples in 1 shard",
+        "test: 1 example in 1 shard",
     ]
     tok = meta.tokenizer
     assert lines[4:] == [f"tokenizer: spm.model, {tok.vocab_size} pieces, sha256 {tok.sha256[:16]}"]
