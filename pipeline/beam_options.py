@@ -20,6 +20,7 @@ from apache_beam.options.pipeline_options import (
     SetupOptions,
     StandardOptions,
 )
+from apache_beam.runners.runner import PipelineRunner, create_runner
 
 from pipeline import cli
 
@@ -53,8 +54,6 @@ def pipeline_options(beam_args: list[str], *, program: str = "preprocess") -> Pi
             "use the default in_memory, or multi_processing with --direct_num_workers=N"
         )
     if known.get("runner"):
-        from apache_beam.runners.runner import create_runner
-
         try:
             create_runner(known["runner"])
         except (ValueError, ImportError) as e:
@@ -93,19 +92,18 @@ def new_pipeline(options: PipelineOptions) -> beam.Pipeline:
 
     Beam 2.77's DirectRunner tries its Prism runner first: it downloads a Go binary from GitHub
     (with no timeout: a network that drops the connection stalls the job), starts it, and falls
-    back to the in-process FnApiRunner when that fails, leaving a `beam-temp*` directory behind in
-    the system's temp directory on every run. Where GitHub is out of reach, as on the machines this
-    project is tested on, every local run therefore ends on the FnApiRunner, so a local run goes
-    there directly: the runner that runs is the one the tests run, on any network.
+    back to the in-process FnApiRunner when that fails, leaving three empty directories behind in
+    the system's temp directory on every run. Where GitHub is out of reach, as on the machines
+    this project is tested on, every local run therefore ends on the FnApiRunner, so a local run
+    goes there directly: the runner that runs is the one the tests run, on any network.
     `--runner=PrismRunner` still picks Prism.
     """
     return beam.Pipeline(runner=local_runner(options), options=options)
 
 
-def local_runner(options: PipelineOptions):
+def local_runner(options: PipelineOptions) -> PipelineRunner | None:
     """Beam's in-process FnApiRunner where the options ask for the DirectRunner, else None."""
     from apache_beam.runners.direct.direct_runner import SwitchingDirectRunner
-    from apache_beam.runners.runner import create_runner
 
     name = options.view_as(StandardOptions).runner or "DirectRunner"
     if not isinstance(name, str) or not isinstance(create_runner(name), SwitchingDirectRunner):
