@@ -153,8 +153,8 @@ def main() -> int:
     small_s = statistics.median(small_times)
     text = f"""{SECTION}
 
-Whole preprocessing job (DirectRunner, in-memory mode) vs. a plain Python loop that only reads the
-same gzipped files and SentencePiece-encodes both sides, on Multi30k train ({pairs:,} pairs), run
+Whole preprocessing job (locally: Beam's FnApiRunner, in one process) vs. a plain Python loop that
+only reads the same gzipped files and SentencePiece-encodes both sides, on Multi30k train ({pairs:,} pairs), run
 alternately in one process, median of {args.repeats}.
 
 | | seconds | pairs/s |
@@ -171,7 +171,7 @@ alternately in one process, median of {args.repeats}.
 The difference between the first two job rows is learning the SentencePiece model (on
 `--tokenizer_threads`, 8 by default). The work loop does with the job's own functions the
 per-record work no runner can skip; what the job with the tokenizer given costs beyond it is the
-DirectRunner's: building and starting the pipeline (about what the job on {SMALL_PAIRS} pairs
+runner's: building and starting the pipeline (about what the job on {SMALL_PAIRS} pairs
 costs), one shuffle of records (grouping them into batches by content), one of the batches'
 examples (by shard), per-element overhead, and the job's counts.
 
