@@ -19,7 +19,9 @@ setuptools.setup(
     packages=setuptools.find_packages(
         include=["pipeline", "pipeline.*", "trainer", "trainer.*", "infra", "infra.*"]
     ),
-    package_data={"infra": ["*.sh", "*.json", "Dockerfile", "README.md"]},
+    package_data={
+        "infra": ["*.sh", "*.json", "Dockerfile", "Dockerfile.dockerignore", "README.md"]
+    },
     install_requires=[
         "absl-py>=2.1",
         "apache-beam[gcp]>=2.77,<2.78",

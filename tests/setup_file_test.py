@@ -1,0 +1,78 @@
+"""setup.py as Dataflow's --setup_file: the package its workers install holds the whole project.
+
+Dataflow builds the sdist with Beam's stager and each worker `pip install`s it; a module or a
+data file missing from it fails only there, on the first element, far from the cause.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from apache_beam.runners.portability.stager import Stager
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("pipeline", "trainer", "infra")
+
+
+def project_files() -> set[str]:
+    """Every module of the packages and infra's data files, relative to the repository."""
+    files = set()
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*"):
+            relative = path.relative_to(ROOT).as_posix()
+            if "__pycache__" in relative or not path.is_file():
+                continue
+            if path.suffix == ".py" or package == "infra":
+                files.add(relative)
+    return files
+
+
+def test_the_workers_package_holds_every_module_and_imports_without_the_checkout(tmp_path):
+    sdist = Stager._build_setup_package(str(ROOT / "setup.py"), str(tmp_path / "dist"))
+    with tarfile.open(sdist) as archive:
+        in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert project_files() <= in_sdist, sorted(project_files() - in_sdist)
+
+    # What a worker does with it (its dependencies are this environment's).
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
+        + ["--no-build-isolation", "--target", str(target), sdist],
+        check=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    installed = {
+        path.relative_to(target).as_posix()
+        for package in PACKAGES
+        for path in (target / package).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert installed == project_files(), sorted(installed ^ project_files())
+    modules = [
+        "pipeline.preprocess",
+        "pipeline.transforms",
+        "pipeline.batch_translate",
+        "pipeline.batch_classify",
+        "pipeline.default_corpus",
+    ]
+    script = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    module = importlib.import_module(name)\n"
+        f"    assert module.__file__.startswith({str(target)!r}), module.__file__\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(target), TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]
