@@ -70,6 +70,12 @@ def pipeline_options(beam_args: list[str], *, program: str = "preprocess") -> Pi
         setup = options.view_as(SetupOptions)
         if not setup.setup_file:
             setup.setup_file = default_setup_file()
+        if not os.path.isfile(setup.setup_file):
+            # Beam would fail later, at staging, with a traceback.
+            raise cli.UsageError(
+                f"--setup_file: {setup.setup_file} does not exist (Dataflow workers install the "
+                "project from its setup.py: run from a checkout or pass --setup_file=PATH)"
+            )
     return options
 
 

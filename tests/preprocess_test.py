@@ -329,6 +329,13 @@ def test_dataflow_options_are_completed_and_checked():
         preprocess.cli.UsageError, match="--temp_location is required with --runner=DataflowRunner"
     ):
         preprocess.pipeline_options(["--runner=DataflowRunner", "--project=p", "--region=r"])
+    with pytest.raises(
+        preprocess.cli.UsageError, match="--setup_file: /no/setup.py does not exist"
+    ):
+        preprocess.pipeline_options(
+            ["--runner=DataflowRunner", "--project=p", "--region=r", "--temp_location=gs://b/t"]
+            + ["--setup_file=/no/setup.py"]
+        )
     with pytest.raises(preprocess.cli.UsageError, match="unknown flag --max_token"):
         preprocess.pipeline_options(["--max_token=5"])
 

@@ -66,6 +66,13 @@ def test_the_workers_package_holds_every_module_and_imports_without_the_checkout
         "    module = importlib.import_module(name)\n"
         f"    assert module.__file__.startswith({str(target)!r}), module.__file__\n"
         "print('ok')\n"
+        # Installed without a checkout there is no setup.py to give Dataflow: one clear line.
+        "from pipeline import beam_options, cli\n"
+        "try:\n"
+        "    beam_options.pipeline_options(['--runner=DataflowRunner', '--project=p',\n"
+        "        '--region=r', '--temp_location=gs://b/t'])\n"
+        "except cli.UsageError as e:\n"
+        "    print(str(e).split(' (')[0])\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script],
@@ -75,4 +82,7 @@ def test_the_workers_package_holds_every_module_and_imports_without_the_checkout
         cwd=tmp_path,
         env=dict(os.environ, PYTHONPATH=str(target), TF_CPP_MIN_LOG_LEVEL="3"),
     )
-    assert result.stdout.strip() == "ok", result.stderr[-2000:]
+    assert result.stdout.splitlines() == [
+        "ok",
+        f"--setup_file: {target / 'setup.py'} does not exist",
+    ], result.stderr[-2000:]
