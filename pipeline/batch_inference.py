@@ -336,14 +336,14 @@ def run_from_args(
 def summary(verb: str, outputs: dict[str, str], counters: dict[str, int]) -> str:
     """The job's closing report: what it read, skipped and wrote."""
     modelled = counters["lines_read"] - counters["empty_lines"]
+    empty = cli.plural(counters["empty_lines"], "empty line")
     lines = [
-        f"{verb} {modelled} lines ({counters['empty_lines']} empty lines passed through) "
-        f"from {len(outputs)} file(s)"
+        f"{verb} {cli.plural(modelled, 'line')} ({empty} passed through) "
+        f"from {cli.plural(len(outputs), 'file')}"
     ]
     if counters["undecodable_lines"]:
-        lines.append(
-            f"{counters['undecodable_lines']} lines had bytes that are not UTF-8 (read as U+FFFD)"
-        )
+        undecodable = cli.plural(counters["undecodable_lines"], "line")
+        lines.append(f"{undecodable} had bytes that are not UTF-8 (read as U+FFFD)")
     if len(outputs) == 1:
         lines.append(f"wrote {next(iter(outputs.values()))}")
     else:

@@ -43,6 +43,11 @@ def storage_error(error: BaseException) -> str | None:
     return f"{_STORAGE_ERRORS[match.group(0)]}: {line}"
 
 
+def plural(count: int, noun: str) -> str:
+    """`1 file`, `2 files`, `1,000 files`: a count in a message, with its noun agreeing."""
+    return f"{count:,} {noun}{'s' * (count != 1)}"
+
+
 def check_command_line(argv: list[str], *required: str) -> None:
     """Refuses a stray positional argument, then names the first `required` flag left unset."""
     if len(argv) > 1:

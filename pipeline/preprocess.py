@@ -425,10 +425,6 @@ def run_job(
     return meta
 
 
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
-
-
 def summary(meta: features.Metadata) -> str:
     def reasons(d: dict[str, int]) -> str:
         return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
@@ -442,7 +438,7 @@ def summary(meta: features.Metadata) -> str:
         overlap = meta.overlap_with_train.get(split)
         extra = f"; {overlap} also occur in train" if overlap else ""
         lines.append(
-            f"{split}: {plural(info.examples, 'example')} in {plural(len(info.files), 'shard')}{extra}"
+            f"{split}: {cli.plural(info.examples, 'example')} in {cli.plural(len(info.files), 'shard')}{extra}"
         )
     lines.append(
         f"tokenizer: {meta.tokenizer.file}, {meta.tokenizer.vocab_size} pieces, sha256 {meta.tokenizer.sha256[:16]}"

@@ -154,6 +154,21 @@ def test_output_formats():
     assert batch_translate.format_translation(b"zwei\nZeilen") == "zwei Zeilen"
 
 
+def test_the_closing_report_counts_in_words():
+    one = {"lines_read": 2, "empty_lines": 1, "undecodable_lines": 1, "files_written": 1}
+    assert batch_inference.summary("translated", {"in/a.en": "out/a.en"}, one).splitlines() == [
+        "translated 1 line (1 empty line passed through) from 1 file",
+        "1 line had bytes that are not UTF-8 (read as U+FFFD)",
+        "wrote out/a.en",
+    ]
+    many = {"lines_read": 1200, "empty_lines": 0, "undecodable_lines": 0, "files_written": 2}
+    outputs = {"in/a.en": "out/a.en", "in/b.en": "out/b.en"}
+    assert batch_inference.summary("classified", outputs, many).splitlines() == [
+        "classified 1,200 lines (0 empty lines passed through) from 2 files",
+        "wrote 2 files to out",
+    ]
+
+
 # ---- the jobs on the DirectRunner -----------------------------------------------------------
 
 

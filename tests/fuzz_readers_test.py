@@ -320,7 +320,7 @@ def test_translate_and_classify_keep_every_line_of_damaged_inputs(model_dirs, tm
             continue
         assert process.returncode == 0, err[-3000:]
         assert "Traceback" not in err
-        assert "lines had bytes that are not UTF-8" in out
+        assert "had bytes that are not UTF-8" in out
     for output in ("translated/in.txt", "classified.jsonl"):
         assert (tmp_path / output).read_bytes().count(b"\n") == expected_lines
     with gzip.open(tmp_path / "translated/in.txt.gz") as f:

@@ -208,8 +208,8 @@ def test_translation_keeps_every_line_in_place_and_equals_decoding_it_alone(two_
     assert (summary.sentences, summary.truncated, summary.undecodable) == (10, 1, 1)
     assert summary.target_tokens > summary.sentences
     assert summary.notes() == [
-        f"1 lines truncated to {MAX_LENGTH - 1} tokens",
-        "1 lines had bytes that are not UTF-8 (now U+FFFD)",
+        f"1 line truncated to {MAX_LENGTH - 1} tokens",
+        "1 line had bytes that are not UTF-8 (now U+FFFD)",
     ]
     assert summary.describe().startswith("4 files, 12 lines, 10 sentences, ")
     assert "sentences/s" in summary.describe() and "target tokens/s" in summary.describe()

@@ -68,7 +68,7 @@ def test_translate_many_files_on_two_devices_then_resume_and_overwrite(model_dir
     assert "/device:CPU:0, /device:CPU:1" in first.stderr
     assert f"using checkpoint {model_dirs[0]}/best/ckpt-2 (best)" in first.stderr
     stdout = first.stdout.strip().splitlines()
-    assert stdout[0] == f"1 lines truncated to {MAX_LENGTH - 1} tokens"
+    assert stdout[0] == f"1 line truncated to {MAX_LENGTH - 1} tokens"
     assert stdout[-1].startswith("translated 3 files, 11 lines, 9 sentences, ")
     assert "sentences/s" in stdout[-1] and "target tokens/s" in stdout[-1]
     on_two_devices = {name: read(out / name) for name in inputs}
@@ -85,7 +85,7 @@ def test_translate_many_files_on_two_devices_then_resume_and_overwrite(model_dir
     assert f"skipping {tmp_path}/in/a.en: output complete" in resumed.stderr
     assert f"skipping {tmp_path}/in/c.en: output complete" in resumed.stderr
     assert f"wrote {out}/b.en (4 lines)" in resumed.stderr
-    assert "translated 1 files (2 skipped: output complete), 4 lines, 3 sentences" in (
+    assert "translated 1 file (2 skipped: output complete), 4 lines, 3 sentences" in (
         resumed.stdout
     )
     assert read(out / "b.en") == on_two_devices["b.en"]
@@ -113,7 +113,7 @@ def test_classify_writes_json_lines(model_dirs, tmp_path):
         "--batch_size=2",
     )
     assert_ok(result)
-    assert result.stdout.strip().startswith("classified 1 files, 6 lines, 5 sentences, ")
+    assert result.stdout.strip().startswith("classified 1 file, 6 lines, 5 sentences, ")
     lines = read(tmp_path / "labels.jsonl")
     assert len(lines) == 6 and lines[1] == "{}"  # one JSON object per line, even when empty
     for line in lines[:1] + lines[2:]:

@@ -112,24 +112,26 @@ class Summary:
         else:
             tokens = f"{self.source_tokens:,} tokens"
             rate = f"{self.source_tokens / seconds:,.0f} tokens/s"
-        files = f"{self.files - self.skipped} files{skipped}, " if self.files else ""
+        files = f"{cli.plural(self.files - self.skipped, 'file')}{skipped}, " if self.files else ""
         resumed = (
             f" (and {self.resumed_lines:,} lines reused from saved chunks)"
             if self.resumed_lines
             else ""
         )
         return (
-            f"{files}{self.lines:,} lines{resumed}, "
-            f"{self.sentences:,} sentences, {tokens} in {self.seconds:.1f} s: "
+            f"{files}{cli.plural(self.lines, 'line')}{resumed}, "
+            f"{cli.plural(self.sentences, 'sentence')}, {tokens} in {self.seconds:.1f} s: "
             f"{self.sentences / seconds:,.1f} sentences/s, {rate}"
         )
 
     def notes(self) -> list[str]:
         notes = []
         if self.truncated:
-            notes.append(f"{self.truncated} lines truncated to {self.truncated_to} tokens")
+            truncated = cli.plural(self.truncated, "line")
+            notes.append(f"{truncated} truncated to {self.truncated_to} tokens")
         if self.undecodable:
-            notes.append(f"{self.undecodable} lines had bytes that are not UTF-8 (now U+FFFD)")
+            undecodable = cli.plural(self.undecodable, "line")
+            notes.append(f"{undecodable} had bytes that are not UTF-8 (now U+FFFD)")
         return notes
 
 
