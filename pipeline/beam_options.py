@@ -97,8 +97,8 @@ def new_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """A pipeline on the runner the options name; with none or the DirectRunner, Beam's FnApiRunner.
 
     Beam 2.77's DirectRunner tries its Prism runner first: it downloads a Go binary from GitHub
-    (with no timeout: a network that drops the connection stalls the job), starts it, and falls
-    back to the in-process FnApiRunner when that fails, leaving three empty directories behind in
+    (`urlopen` with no timeout), starts it, and falls back to the in-process FnApiRunner when
+    that fails, leaving three empty directories behind in
     the system's temp directory on every run. Where GitHub is out of reach, as on the machines
     this project is tested on, every local run therefore ends on the FnApiRunner, so a local run
     goes there directly: the runner that runs is the one the tests run, on any network.

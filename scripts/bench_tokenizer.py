@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_report  # noqa: E402
 
-from pipeline import features, sources, text, tokenizer  # noqa: E402
+from pipeline import cli, features, sources, text, tokenizer  # noqa: E402
 
 SECTION = "## Tokenizer training by thread count"
 # corpus -> (dataset, its input under --data, the suffix of a file that must exist)
@@ -83,7 +83,7 @@ def main() -> int:
 
 `pipeline.tokenizer.train` (vocab {args.vocab_size}) on the {args.corpus} training texts
 ({len(texts):,}), in content-hash order as in the job's sample; each thread count {args.repeats}
-times in turn. Speed-up: the median against {counts[0]} thread(s). Model: the first 16 hex digits
+times in turn. Speed-up: the median against {cli.plural(counts[0], "thread")}. Model: the first 16 hex digits
 of every distinct SHA-256 its runs produced (one per row: the count repeats its model).
 
 | threads | seconds | speed-up | model |
