@@ -7,11 +7,15 @@ run gets the options it cannot run without checked up front.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import logging
 import os
 import re
+import shutil
+import stat
+import tempfile
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (
@@ -76,7 +80,31 @@ def pipeline_options(beam_args: list[str], *, program: str = "preprocess") -> Pi
                 f"--setup_file: {setup.setup_file} does not exist (Dataflow workers install the "
                 "project from its setup.py: run from a checkout or pass --setup_file=PATH)"
             )
+        setup.setup_file = buildable_setup_file(setup.setup_file)
     return options
+
+
+# What a copy of a read-only project leaves out: none of it goes into the workers' package.
+_NOT_PACKAGED = (".git", ".venv", "venv", "__pycache__", "*.egg-info", "build", "dist", ".*_cache")
+
+
+def buildable_setup_file(setup_file: str) -> str:
+    """setup_file, or the same file in a writable copy of its project when its directory is read-only.
+
+    Beam builds the workers' package in setup.py's directory, where setuptools writes its
+    egg-info and the tree it archives; in a read-only checkout (the training image runs as uid
+    1000 over files root owns) that fails at staging with a traceback. The copy lives in the
+    system's temp directory until the process exits.
+    """
+    project = os.path.dirname(os.path.abspath(setup_file))
+    if os.access(project, os.W_OK):
+        return setup_file
+    copy = os.path.join(tempfile.mkdtemp(prefix="tp-setup-"), os.path.basename(project))
+    atexit.register(shutil.rmtree, os.path.dirname(copy), ignore_errors=True)
+    shutil.copytree(project, copy, ignore=shutil.ignore_patterns(*_NOT_PACKAGED))
+    for directory, _, _ in os.walk(copy):  # copytree kept the read-only modes
+        os.chmod(directory, os.stat(directory).st_mode | stat.S_IWUSR)
+    return os.path.join(copy, os.path.basename(setup_file))
 
 
 # Option names whose values are credentials (Beam's --s3_secret_access_key, --s3_session_token,

@@ -7,11 +7,13 @@ data file missing from it fails only there, on the first element, far from the c
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
+import pytest
 from apache_beam.runners.portability.stager import Stager
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,3 +88,66 @@ def test_the_workers_package_holds_every_module_and_imports_without_the_checkout
         "ok",
         f"--setup_file: {target / 'setup.py'} does not exist",
     ], result.stderr[-2000:]
+
+
+def read_only_command() -> list[str] | None:
+    """How to run a process that a read-only directory refuses, or None where none can be here."""
+    if os.geteuid() != 0:
+        return []
+    # root writes anywhere unless it drops the capabilities that override file modes.
+    if shutil.which("setpriv") is None:
+        return None
+    caps = "-dac_override,-dac_read_search,-fowner"
+    return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
+
+
+@pytest.mark.skipif(read_only_command() is None, reason="root without setpriv writes anywhere")
+def test_a_read_only_checkout_still_builds_the_workers_package(tmp_path):
+    # As in the training image, where uid 1000 runs over the files root installed.
+    checkout = tmp_path / "opt" / "transformer-pipeline"
+    checkout.mkdir(parents=True)
+    shutil.copy(ROOT / "setup.py", checkout)
+    for package in PACKAGES:
+        shutil.copytree(
+            ROOT / package, checkout / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    (checkout / "transformer_pipeline.egg-info").mkdir()  # what a root `pip install .` leaves
+    before = sorted(str(path) for path in checkout.rglob("*"))
+    script = (
+        "import os, tarfile\n"
+        "from apache_beam.options.pipeline_options import SetupOptions\n"
+        "from apache_beam.runners.portability.stager import Stager\n"
+        "from pipeline import beam_options\n"
+        "options = beam_options.pipeline_options(['--runner=DataflowRunner', '--project=p',\n"
+        "    '--region=r', '--temp_location=gs://b/t', '--setup_file=' + os.environ['SETUP']])\n"
+        "setup_file = options.view_as(SetupOptions).setup_file\n"
+        "print(setup_file)\n"
+        "sdist = Stager._build_setup_package(setup_file, os.environ['OUT'])\n"
+        "with tarfile.open(sdist) as archive:\n"
+        "    print('\\n'.join(name.split('/', 1)[1] for name in archive.getnames() if '/' in name))\n"
+    )
+    for path in [checkout, *checkout.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+    out = tmp_path / "dist"
+    out.mkdir()
+    try:
+        result = subprocess.run(
+            read_only_command() + [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+            env=dict(
+                os.environ, PYTHONPATH=str(ROOT), SETUP=str(checkout / "setup.py"), OUT=str(out)
+            ),
+        )
+    finally:
+        for path in [checkout, *checkout.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    setup_file, *in_sdist = result.stdout.splitlines()
+    assert setup_file != str(checkout / "setup.py") and setup_file.endswith("/setup.py")
+    assert project_files() <= set(in_sdist), sorted(project_files() - set(in_sdist))
+    # The checkout is as it was, and the copy was removed when the process exited.
+    assert sorted(str(path) for path in checkout.rglob("*")) == before
+    assert not os.path.exists(os.path.dirname(os.path.dirname(setup_file)))
