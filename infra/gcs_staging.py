@@ -13,6 +13,7 @@ import hashlib
 import os
 
 from pipeline import features
+from pipeline.cli import plural
 from trainer.config import CONFIG_FILE
 
 # Names in a trainer model dir. The trainer defines them in modules that import TensorFlow,
@@ -199,7 +200,7 @@ def stage(
         print(f"--data_dir={staged_data_dir(bucket, prefix, data_dir)}")
     if not dry_run:
         uploaded, skipped = upload(storage_client(project), plan)
-        print(f"uploaded {uploaded} files, {skipped} unchanged")
+        print(f"uploaded {plural(uploaded, 'file')}, {skipped:,} unchanged")
 
 
 def fetch(*, model_dir: str, dest: str, project: str | None = None, dry_run: bool = False) -> None:
@@ -219,6 +220,6 @@ def fetch(*, model_dir: str, dest: str, project: str | None = None, dry_run: boo
     download(client, plan)
     for transfer in plan:
         print(f"{transfer.source} -> {transfer.destination}")
-    print(f"fetched {len(plan)} files into {dest}")
+    print(f"fetched {plural(len(plan), 'file')} into {dest}")
     if missing:
         print(f"not in the model dir: {', '.join(missing)}")

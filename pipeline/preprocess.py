@@ -427,21 +427,21 @@ def run_job(
 
 def summary(meta: features.Metadata) -> str:
     def reasons(d: dict[str, int]) -> str:
-        return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
+        return ", ".join(f"{k} {v:,}" for k, v in sorted(d.items())) or "none"
 
     lines = [
-        f"read {meta.read} = written {meta.written} + dropped {sum(meta.dropped.values())} "
-        f"({reasons(meta.dropped)}) + rejected {sum(meta.rejected.values())} ({reasons(meta.rejected)})",
+        f"read {meta.read:,} = written {meta.written:,} + dropped {sum(meta.dropped.values()):,} "
+        f"({reasons(meta.dropped)}) + rejected {sum(meta.rejected.values()):,} ({reasons(meta.rejected)})",
     ]
     for split in sorted(meta.splits, key=features.SPLITS.index):
         info = meta.splits[split]
         overlap = meta.overlap_with_train.get(split)
-        extra = f"; {overlap} also occur in train" if overlap else ""
+        extra = f"; {overlap:,} also occur in train" if overlap else ""
         lines.append(
             f"{split}: {cli.plural(info.examples, 'example')} in {cli.plural(len(info.files), 'shard')}{extra}"
         )
     lines.append(
-        f"tokenizer: {meta.tokenizer.file}, {meta.tokenizer.vocab_size} pieces, sha256 {meta.tokenizer.sha256[:16]}"
+        f"tokenizer: {meta.tokenizer.file}, {meta.tokenizer.vocab_size:,} pieces, sha256 {meta.tokenizer.sha256[:16]}"
     )
     return "\n".join(lines)
 

@@ -54,7 +54,7 @@ def test_stage_uploads_configs_and_data_then_skips_unchanged_files(gcs_emulator,
 
     (tmp_path / "ende" / "train-00001-of-00002.tfrecord.gz").write_bytes(b"changed")
     assert gcp.run(argv) == 0
-    assert f"uploaded 1 files, {total - 1} unchanged" in capsys.readouterr().out
+    assert f"uploaded 1 file, {total - 1} unchanged" in capsys.readouterr().out
     assert (
         objects(client, gcs_emulator, "stage1/data/ende/")["train-00001-of-00002.tfrecord.gz"]
         == b"changed"
@@ -147,7 +147,7 @@ def test_fetch_reports_what_a_model_dir_lacks(gcs_emulator, tmp_path, capsys):
         gcp.run(["fetch", f"--model_dir=gs://{gcs_emulator}/runs/early", f"--dest={tmp_path}"]) == 0
     )
     out = capsys.readouterr().out
-    assert "fetched 1 files" in out
+    assert "fetched 1 file " in out
     assert (
         "not in the model dir: metrics.jsonl, loss_curve.png, tokenizer.json, spm.model, export/, best/checkpoint"
         in out

@@ -116,7 +116,9 @@ def test_the_printed_summary(aligned_run):
         "test: 1 example in 1 shard",
     ]
     tok = meta.tokenizer
-    assert lines[4:] == [f"tokenizer: spm.model, {tok.vocab_size} pieces, sha256 {tok.sha256[:16]}"]
+    assert lines[4:] == [
+        f"tokenizer: spm.model, {tok.vocab_size:,} pieces, sha256 {tok.sha256[:16]}"
+    ]
 
 
 def test_ids_decode_back_to_normalized_text(aligned_run):
