@@ -49,6 +49,7 @@ setuptools.setup(
             "hypothesis>=6.100",
             "keras-hub>=0.32",  # the baseline in scripts/bench_train.py
             "moto[server,ec2,s3]>=5.0",
+            "psutil>=5.9",  # tests watch the DirectRunner's worker processes
             "pytest>=8.0",
             "pytest-timeout>=2.3",
             "pytest-xdist>=3.6",  # scripts/test.sh runs the suite on two processes

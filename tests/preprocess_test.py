@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
+import threading
 
 import apache_beam as beam
+import psutil
 import pytest
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -146,12 +149,36 @@ def test_two_runs_give_identical_shards(aligned_run, aligned_inputs, tmp_path):
     assert_same_shards_and_tokenizer(out, tmp_path)
 
 
+@contextlib.contextmanager
+def sdk_worker_processes():
+    """The pids of Beam SDK worker processes started below this one while the block runs."""
+    pids: set[int] = set()
+    done = threading.Event()
+
+    def watch():
+        while not done.wait(0.02):
+            for child in psutil.Process().children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if "apache_beam.runners.worker.sdk_worker_main" in child.cmdline()[1:3]:
+                        pids.add(child.pid)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield pids
+    finally:
+        done.set()
+        watcher.join()
+
+
 def test_worker_processes_write_the_same_shards(aligned_run, aligned_inputs, tmp_path):
     """The README's --direct_running_mode=multi_processing: two worker processes, same bytes."""
     out, meta = aligned_run
     args = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
     config = make_config(tmp_path, **aligned_inputs)
-    again = preprocess.run_job(config, preprocess.pipeline_options(args), overwrite=False)
+    with sdk_worker_processes() as workers:
+        again = preprocess.run_job(config, preprocess.pipeline_options(args), overwrite=False)
+    assert len(workers) == 2, workers
     assert again.options["direct_num_workers"] == 2
     assert (again.read, again.written) == (meta.read, meta.written)
     assert_same_shards_and_tokenizer(out, tmp_path)
