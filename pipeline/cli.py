@@ -71,6 +71,12 @@ def run_main(program: str, main: Callable[[list[str]], None], *, known_only: boo
     def parse(argv: list[str]) -> list[str]:
         try:
             return flags.FLAGS(argv, known_only=known_only)
+        except flags.CantOpenFlagFileError as e:
+            # absl's own line reads "ERROR:: Unable to open flagfile: [Errno 2] ...".
+            cause = e.__context__
+            if isinstance(cause, OSError) and cause.filename:
+                fail(program, f"--flagfile: cannot open {cause.filename} ({cause.strerror})")
+            fail(program, str(e).splitlines()[0])
         except flags.Error as e:
             fail(program, str(e).splitlines()[0])
 

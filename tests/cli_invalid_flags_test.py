@@ -61,7 +61,8 @@ CASES = [
     ("train", ["--data_dir={data}", "--model_dir={tmp}/m", "--num_gpus=0"], 2, "--num_gpus must be -1 (all) or a positive integer"),
     ("train", ["--data_dir={data}", "--model_dir={tmp}/m", "--num_gpus=3"], 2, "--num_gpus=3, but this machine has 0 GPUs visible to TensorFlow"),
     ("train", ["--data_dir={data}", "--model_dir={tmp}/file/m"], 2, "--model_dir: cannot create {tmp}/file/m"),
-    ("train", ["--flagfile={tmp}/no.cfg"], 2, "Unable to open flagfile"),
+    ("train", ["--flagfile={tmp}/no.cfg"], 2, "--flagfile: cannot open {tmp}/no.cfg (No such file or directory)"),
+    ("train", ["--flagfile={tmp}/empty"], 2, "--flagfile: cannot open {tmp}/empty (Is a directory)"),
     ("train", ["--data_dir={data}", "--model_dir={tmp}/m", "stray"], 2, "unexpected argument 'stray'"),
     # trainer.translate / trainer.classify
     ("translate", ["--model_dir={tmp}/m", "--output={tmp}/o"], 2, "--input is required"),
