@@ -205,6 +205,10 @@ def load_metadata(data_dir: str) -> Metadata:
 
     path = f"{data_dir.rstrip('/')}/{METADATA_FILE}"
     if not tf.io.gfile.exists(path):
+        if not tf.io.gfile.exists(data_dir):
+            raise MetadataError(f"{data_dir}: no such directory")
+        if not tf.io.gfile.isdir(data_dir):
+            raise MetadataError(f"{data_dir}: a file, not a preprocessing output directory")
         raise MetadataError(
             f"{data_dir}: no {METADATA_FILE}; it is not a finished preprocessing output "
             "(run pipeline.preprocess, or it was interrupted)"
