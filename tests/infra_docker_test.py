@@ -93,6 +93,15 @@ def test_the_image_runs_as_a_user_through_the_entrypoint(dockerfile):
     assert user.split(":")[0] not in ("0", "root")
 
 
+def test_the_setup_file_infra_readme_gives_dataflow_is_the_images(dockerfile):
+    workdir = [a for k, a in dockerfile if k == "WORKDIR"][-1]
+    copied = [arguments.split() for keyword, arguments in dockerfile if keyword == "COPY"]
+    assert ["setup.py", "constraints.txt", "./"] in copied
+    with open(os.path.join(ROOT, "infra", "README.md")) as f:
+        given = set(re.findall(r"--setup_file=(\S+?)`?\s", f.read()))
+    assert given == {f"{workdir}/setup.py"}
+
+
 def test_no_credentials_in_the_image_or_the_launch_scripts(dockerfile):
     for keyword, arguments in dockerfile:
         if keyword in ("ENV", "ARG"):
