@@ -86,6 +86,7 @@ def pipeline_options(beam_args: list[str], *, program: str = "preprocess") -> Pi
 
 # What a copy of a read-only project leaves out: none of it goes into the workers' package.
 _NOT_PACKAGED = (".git", ".venv", "venv", "__pycache__", "*.egg-info", "build", "dist", ".*_cache")
+_SETUP_FILE_COPIES: dict[str, str] = {}  # copy -> the setup file it stands in for
 
 
 def buildable_setup_file(setup_file: str) -> str:
@@ -94,7 +95,7 @@ def buildable_setup_file(setup_file: str) -> str:
     Beam builds the workers' package in setup.py's directory, where setuptools writes its
     egg-info and the tree it archives; in a read-only checkout (the training image runs as uid
     1000 over files root owns) that fails at staging with a traceback. The copy lives in the
-    system's temp directory until the process exits.
+    system's temp directory until the process exits; what a job records names the file given.
     """
     project = os.path.dirname(os.path.abspath(setup_file))
     if os.access(project, os.W_OK):
@@ -104,7 +105,9 @@ def buildable_setup_file(setup_file: str) -> str:
     shutil.copytree(project, copy, ignore=shutil.ignore_patterns(*_NOT_PACKAGED))
     for directory, _, _ in os.walk(copy):  # copytree kept the read-only modes
         os.chmod(directory, os.stat(directory).st_mode | stat.S_IWUSR)
-    return os.path.join(copy, os.path.basename(setup_file))
+    copied = os.path.join(copy, os.path.basename(setup_file))
+    _SETUP_FILE_COPIES[copied] = setup_file
+    return copied
 
 
 # Option names whose values are credentials (Beam's --s3_secret_access_key, --s3_session_token,
@@ -114,11 +117,14 @@ _SECRET_OPTION = re.compile(r"secret|token|password|credential|access_key|api_ke
 
 def recordable_options(options: PipelineOptions) -> dict:
     """The options set on the command line, credentials replaced by "<redacted>"."""
-    return {
+    recorded = {
         name: "<redacted>" if _SECRET_OPTION.search(name) else value
         for name, value in options.get_all_options(drop_default=True).items()
         if value is not None
     }
+    if recorded.get("setup_file") in _SETUP_FILE_COPIES:  # the file given, not its temp copy
+        recorded["setup_file"] = _SETUP_FILE_COPIES[recorded["setup_file"]]
+    return recorded
 
 
 def new_pipeline(options: PipelineOptions) -> beam.Pipeline:

@@ -122,6 +122,7 @@ def test_a_read_only_checkout_still_builds_the_workers_package(tmp_path):
         "    '--region=r', '--temp_location=gs://b/t', '--setup_file=' + os.environ['SETUP']])\n"
         "setup_file = options.view_as(SetupOptions).setup_file\n"
         "print(setup_file)\n"
+        "print(beam_options.recordable_options(options)['setup_file'])\n"
         "sdist = Stager._build_setup_package(setup_file, os.environ['OUT'])\n"
         "with tarfile.open(sdist) as archive:\n"
         "    print('\\n'.join(name.split('/', 1)[1] for name in archive.getnames() if '/' in name))\n"
@@ -145,8 +146,9 @@ def test_a_read_only_checkout_still_builds_the_workers_package(tmp_path):
         for path in [checkout, *checkout.rglob("*")]:
             path.chmod(path.stat().st_mode | 0o200)
     assert result.returncode == 0, result.stderr[-3000:]
-    setup_file, *in_sdist = result.stdout.splitlines()
+    setup_file, recorded, *in_sdist = result.stdout.splitlines()
     assert setup_file != str(checkout / "setup.py") and setup_file.endswith("/setup.py")
+    assert recorded == str(checkout / "setup.py")  # what metadata.json records
     assert project_files() <= set(in_sdist), sorted(project_files() - set(in_sdist))
     # The checkout is as it was, and the copy was removed when the process exited.
     assert sorted(str(path) for path in checkout.rglob("*")) == before
