@@ -51,9 +51,9 @@ CASES = [
     ("preprocess", ["--dataset=ende", "--output_dir={tmp}/p9", "--input=tfds:wmt14"], 2, "--tfds_data_dir: required with --input=tfds:wmt14"),
     # trainer.train
     ("train", ["--model_dir={tmp}/m"], 2, "--data_dir is required"),
-    ("train", ["--data_dir={tmp}/empty", "--model_dir={tmp}/m"], 2, "no metadata.json"),
-    ("train", ["--data_dir={tmp}/file", "--model_dir={tmp}/m"], 2, "{tmp}/file: a file, not a preprocessing output directory"),
-    ("train", ["--data_dir={tmp}/nowhere", "--model_dir={tmp}/m"], 2, "{tmp}/nowhere: no such directory"),
+    ("train", ["--data_dir={tmp}/empty", "--model_dir={tmp}/m"], 2, "--data_dir: {tmp}/empty: no metadata.json"),
+    ("train", ["--data_dir={tmp}/file", "--model_dir={tmp}/m"], 2, "--data_dir: {tmp}/file: a file, not a preprocessing output directory"),
+    ("train", ["--data_dir={tmp}/nowhere", "--model_dir={tmp}/m"], 2, "--data_dir: {tmp}/nowhere: no such directory"),
     ("train", ["--data_dir={data}", "--model_dir={tmp}/m", "--preset=huge"], 2, "flag --preset=huge: value should be one of"),
     ("train", ["--data_dir={data}", "--model_dir={tmp}/m", "--num_heads=3"], 2, "--d_model must be divisible by --num_heads"),
     ("train", ["--data_dir={data}", "--model_dir={tmp}/m", "--dropout=1.5"], 2, "dropout=1.5 must be in [0, 1)"),

@@ -229,6 +229,9 @@ def main(argv: list[str]) -> None:
     distribution.configure_devices(virtual_devices=FLAGS.virtual_devices)
     try:
         metadata = features.load_metadata(FLAGS.data_dir.rstrip("/"))
+    except features.MetadataError as e:
+        raise cli.UsageError(f"--data_dir: {str(e).splitlines()[0]}") from None
+    try:
         config = config_from_flags(metadata)
         print(loop.config_summary(config), flush=True)
         result = loop.train_and_evaluate(config)
