@@ -152,10 +152,34 @@ def local_runner(options: PipelineOptions) -> PipelineRunner | None:
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
+    _drop_worker_start_up_noise()
     # What the DirectRunner gives the FnApiRunner: the options, for its workers.
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     provision = beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
     return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(provision))
+
+
+class _WorkerStartUpNoise(logging.Filter):
+    """Two warnings each worker process of `--direct_running_mode=multi_processing` logs as it starts.
+
+    "Discarding unparseable args" names options Beam itself encodes under names its parser
+    does not take (`--direct_runner_use_stacked_bundle`, `--pipeline_type_check`); a user's
+    unknown option never gets that far (`pipeline_options` refuses it). "No
+    semi_persistent_directory found" concerns types registered at run time, which the jobs do
+    not use. Every other worker message passes.
+    """
+
+    NOISE = ("Discarding unparseable args", "No semi_persistent_directory found")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Worker: ") and any(n in message for n in self.NOISE))
+
+
+def _drop_worker_start_up_noise() -> None:
+    relay = logging.getLogger("apache_beam.runners.portability.local_job_service")
+    if not any(isinstance(f, _WorkerStartUpNoise) for f in relay.filters):
+        relay.addFilter(_WorkerStartUpNoise())
 
 
 def default_setup_file() -> str:
