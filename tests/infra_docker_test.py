@@ -73,7 +73,7 @@ def test_instructions_are_known_and_the_base_image_is_pinned_to_the_projects_tf(
 
 def test_the_project_is_installed_with_the_constraints(dockerfile):
     runs = [arguments for keyword, arguments in dockerfile if keyword == "RUN"]
-    assert any("pip install -c constraints.txt ." in run for run in runs)
+    assert any("pip install -c constraints.txt -e ." in run for run in runs)
     copied = [arguments.split() for keyword, arguments in dockerfile if keyword == "COPY"]
     sources = [source for words in copied for source in words[:-1]]
     with open(os.path.join(ROOT, "infra", "Dockerfile.dockerignore")) as f:
@@ -93,13 +93,14 @@ def test_the_image_runs_as_a_user_through_the_entrypoint(dockerfile):
     assert user.split(":")[0] not in ("0", "root")
 
 
-def test_the_setup_file_infra_readme_gives_dataflow_is_the_images(dockerfile):
+def test_the_setup_file_infra_readme_names_is_the_images(dockerfile):
+    # tests/setup_file_test.py runs this layout: an install in place, read-only to the job.
     workdir = [a for k, a in dockerfile if k == "WORKDIR"][-1]
     copied = [arguments.split() for keyword, arguments in dockerfile if keyword == "COPY"]
     assert ["setup.py", "constraints.txt", "./"] in copied
     with open(os.path.join(ROOT, "infra", "README.md")) as f:
-        given = set(re.findall(r"--setup_file=(\S+?)`?\s", f.read()))
-    assert given == {f"{workdir}/setup.py"}
+        named = set(re.findall(r"`(/\S+/setup\.py)`", f.read()))
+    assert named == {f"{workdir}/setup.py"}
 
 
 def test_no_credentials_in_the_image_or_the_launch_scripts(dockerfile):

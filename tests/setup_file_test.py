@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 from pathlib import Path
 
@@ -101,9 +102,21 @@ def read_only_command() -> list[str] | None:
     return ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"]
 
 
+def dependencies_without_the_project(tmp_path: Path) -> Path:
+    """This environment's site-packages minus its install of the project, as one directory."""
+    site = Path(sysconfig.get_paths()["purelib"])
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    for entry in site.iterdir():
+        if not entry.name.startswith(("__editable__", "transformer_pipeline")):
+            (deps / entry.name).symlink_to(entry)
+    return deps
+
+
 @pytest.mark.skipif(read_only_command() is None, reason="root without setpriv writes anywhere")
-def test_a_read_only_checkout_still_builds_the_workers_package(tmp_path):
-    # As in the training image, where uid 1000 runs over the files root installed.
+def test_the_image_layout_submits_to_dataflow_without_a_setup_file_flag(tmp_path):
+    """As infra/Dockerfile does: the project installed in place (-e) in a directory root owns,
+    and a job run by a user who cannot write there; no --setup_file given."""
     checkout = tmp_path / "opt" / "transformer-pipeline"
     checkout.mkdir(parents=True)
     shutil.copy(ROOT / "setup.py", checkout)
@@ -111,15 +124,27 @@ def test_a_read_only_checkout_still_builds_the_workers_package(tmp_path):
         shutil.copytree(
             ROOT / package, checkout / package, ignore=shutil.ignore_patterns("__pycache__")
         )
-    (checkout / "transformer_pipeline.egg-info").mkdir()  # what a root `pip install .` leaves
+    deps = dependencies_without_the_project(tmp_path)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    env = dict(os.environ, PYTHONPATH=str(deps), TF_CPP_MIN_LOG_LEVEL="3")
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps"]
+    subprocess.run(
+        pip + ["--no-build-isolation", "--no-index", "-e", "."],
+        check=True,
+        timeout=300,
+        cwd=checkout,
+        env=env,
+    )
     before = sorted(str(path) for path in checkout.rglob("*"))
     script = (
         "import os, tarfile\n"
         "from apache_beam.options.pipeline_options import SetupOptions\n"
         "from apache_beam.runners.portability.stager import Stager\n"
         "from pipeline import beam_options\n"
+        "print(beam_options.__file__)\n"
         "options = beam_options.pipeline_options(['--runner=DataflowRunner', '--project=p',\n"
-        "    '--region=r', '--temp_location=gs://b/t', '--setup_file=' + os.environ['SETUP']])\n"
+        "    '--region=r', '--temp_location=gs://b/t'])\n"
         "setup_file = options.view_as(SetupOptions).setup_file\n"
         "print(setup_file)\n"
         "print(beam_options.recordable_options(options)['setup_file'])\n"
@@ -132,23 +157,24 @@ def test_a_read_only_checkout_still_builds_the_workers_package(tmp_path):
     out = tmp_path / "dist"
     out.mkdir()
     try:
+        # -P: the project comes from the install, not from the working directory.
         result = subprocess.run(
-            read_only_command() + [sys.executable, "-c", script],
+            read_only_command() + [str(venv / "bin" / "python"), "-P", "-c", script],
             capture_output=True,
             text=True,
             timeout=300,
             cwd=tmp_path,
-            env=dict(
-                os.environ, PYTHONPATH=str(ROOT), SETUP=str(checkout / "setup.py"), OUT=str(out)
-            ),
+            env=dict(env, OUT=str(out)),
         )
     finally:
         for path in [checkout, *checkout.rglob("*")]:
             path.chmod(path.stat().st_mode | 0o200)
     assert result.returncode == 0, result.stderr[-3000:]
-    setup_file, recorded, *in_sdist = result.stdout.splitlines()
+    module, setup_file, recorded, *in_sdist = result.stdout.splitlines()
+    assert module == str(checkout / "pipeline" / "beam_options.py")
+    # Built from a temp copy; what metadata.json records is the default, the image's setup.py.
     assert setup_file != str(checkout / "setup.py") and setup_file.endswith("/setup.py")
-    assert recorded == str(checkout / "setup.py")  # what metadata.json records
+    assert recorded == str(checkout / "setup.py")
     assert project_files() <= set(in_sdist), sorted(project_files() - set(in_sdist))
     # The checkout is as it was, and the copy was removed when the process exited.
     assert sorted(str(path) for path in checkout.rglob("*")) == before
