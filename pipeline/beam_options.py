@@ -84,8 +84,9 @@ def pipeline_options(beam_args: list[str], *, program: str = "preprocess") -> Pi
     return options
 
 
-# What a copy of a read-only project leaves out: none of it goes into the workers' package.
-_NOT_PACKAGED = (".git", ".venv", "venv", "__pycache__", "*.egg-info", "build", "dist", ".*_cache")
+# What a copy of a read-only project holds: what setuptools reads, and the Python packages.
+_BUILD_FILES = ("setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md")
+_CACHES = shutil.ignore_patterns("__pycache__")
 _SETUP_FILE_COPIES: dict[str, str] = {}  # copy -> the setup file it stands in for
 
 
@@ -102,8 +103,15 @@ def buildable_setup_file(setup_file: str) -> str:
         return setup_file
     copy = os.path.join(tempfile.mkdtemp(prefix="tp-setup-"), os.path.basename(project))
     atexit.register(shutil.rmtree, os.path.dirname(copy), ignore_errors=True)
-    shutil.copytree(project, copy, ignore=shutil.ignore_patterns(*_NOT_PACKAGED))
-    for directory, _, _ in os.walk(copy):  # copytree kept the read-only modes
+    os.makedirs(copy)
+    # Not the whole directory: a checkout may hold a virtual environment or data.
+    for name in sorted(os.listdir(project)):
+        source = os.path.join(project, name)
+        if name in _BUILD_FILES or name == os.path.basename(setup_file):
+            shutil.copy(source, copy)
+        elif os.path.isfile(os.path.join(source, "__init__.py")):
+            shutil.copytree(source, os.path.join(copy, name), ignore=_CACHES)
+    for directory, _, _ in os.walk(copy):  # copied with their read-only modes
         os.chmod(directory, os.stat(directory).st_mode | stat.S_IWUSR)
     copied = os.path.join(copy, os.path.basename(setup_file))
     _SETUP_FILE_COPIES[copied] = setup_file

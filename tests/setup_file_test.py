@@ -124,6 +124,9 @@ def test_the_image_layout_submits_to_dataflow_without_a_setup_file_flag(tmp_path
         shutil.copytree(
             ROOT / package, checkout / package, ignore=shutil.ignore_patterns("__pycache__")
         )
+    shutil.copytree(ROOT / "configs", checkout / "configs")
+    (checkout / "data").mkdir()  # a checkout's data: not for the workers
+    (checkout / "data" / "corpus.txt").write_text("ein Satz\n")
     deps = dependencies_without_the_project(tmp_path)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
@@ -148,6 +151,7 @@ def test_the_image_layout_submits_to_dataflow_without_a_setup_file_flag(tmp_path
         "setup_file = options.view_as(SetupOptions).setup_file\n"
         "print(setup_file)\n"
         "print(beam_options.recordable_options(options)['setup_file'])\n"
+        "print(' '.join(sorted(os.listdir(os.path.dirname(setup_file)))))\n"
         "sdist = Stager._build_setup_package(setup_file, os.environ['OUT'])\n"
         "with tarfile.open(sdist) as archive:\n"
         "    print('\\n'.join(name.split('/', 1)[1] for name in archive.getnames() if '/' in name))\n"
@@ -170,11 +174,12 @@ def test_the_image_layout_submits_to_dataflow_without_a_setup_file_flag(tmp_path
         for path in [checkout, *checkout.rglob("*")]:
             path.chmod(path.stat().st_mode | 0o200)
     assert result.returncode == 0, result.stderr[-3000:]
-    module, setup_file, recorded, *in_sdist = result.stdout.splitlines()
+    module, setup_file, recorded, copied, *in_sdist = result.stdout.splitlines()
     assert module == str(checkout / "pipeline" / "beam_options.py")
     # Built from a temp copy; what metadata.json records is the default, the image's setup.py.
     assert setup_file != str(checkout / "setup.py") and setup_file.endswith("/setup.py")
     assert recorded == str(checkout / "setup.py")
+    assert copied.split() == sorted(["setup.py", *PACKAGES])
     assert project_files() <= set(in_sdist), sorted(project_files() - set(in_sdist))
     # The checkout is as it was, and the copy was removed when the process exited.
     assert sorted(str(path) for path in checkout.rglob("*")) == before
