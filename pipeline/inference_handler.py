@@ -15,9 +15,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from apache_beam.ml.inference import base as inference_base
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from pipeline.export_contract import INPUT_KEY
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
+
+# Beam 2.77 imports `resource` in the same try block as its torch-based ModelManager, so
+# without torch it sets `resource` to None: RunInference then reports every model's memory
+# as 0 and logs "Resource module is not available for current platform" at each load. Give
+# it the module it meant to import (this module is imported wherever the handler runs).
+if inference_base.resource is None:
+    inference_base.resource = resource
 
 
 class SavedModelHandler(ModelHandler[str, PredictionResult, Any]):

@@ -216,6 +216,8 @@ def test_batch_classify_writes_one_json_object_per_line(classification_export, t
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"wrote {output}" in result.stdout
+    # Beam's model-memory probe works (without torch, Beam 2.77 would warn at each load).
+    assert "Resource module is not available" not in result.stderr
     written = read_lines(output)
     reviews = REVIEWS.split("\n")[:-1]
     assert len(written) == len(reviews) and written[1] == "{}"
