@@ -57,7 +57,7 @@ def read_export_metadata(export_dir: str) -> dict:
     return metadata
 
 
-TOKENIZER_INFO_FILE = "tokenizer.json"  # in a model dir (trainer.loop writes it)
+TOKENIZER_INFO_FILE = "tokenizer.json"  # in a model dir (trainer.model_dir_setup writes it)
 EXPORT_SUBDIR = "export"  # MODEL_DIR/export, where training exports
 
 

@@ -173,7 +173,7 @@ def test_fetch_errors_are_one_line(model_dir, message, gcs_emulator, tmp_path, c
 
 def test_fetch_names_are_the_trainers():
     from trainer import checkpoints, reporting
-    from trainer.loop import TOKENIZER_INFO_FILE
+    from trainer.model_dir_setup import TOKENIZER_INFO_FILE
 
     assert gcs_staging.METRICS_FILE == reporting.METRICS_FILE
     assert gcs_staging.CURVE_FILE == reporting.CURVE_FILE

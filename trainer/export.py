@@ -54,8 +54,8 @@ from pipeline.export_contract import (
 )
 from trainer import atomic_dirs, checkpoint_average, decode
 from trainer.config import CONFIG_FILE, TrainConfig
-from trainer.loop import TOKENIZER_INFO_FILE
 from trainer.model import build_model
+from trainer.model_dir_setup import TOKENIZER_INFO_FILE
 
 PROGRAM = "export"
 

@@ -29,65 +29,14 @@ from trainer import (
     preemption,
     reporting,
 )
-from trainer.config import CONFIG_FILE, TrainConfig
+from trainer.config import TrainConfig
 from trainer.model import build_model, shift_right
+from trainer.model_dir_setup import ModelDirError, prepare_model_dir
 from trainer.schedule import WarmupInverseSqrt
-
-TOKENIZER_INFO_FILE = "tokenizer.json"
-
-
-class ModelDirError(ValueError):
-    """A model dir that cannot be used with this data or config (one clear line)."""
 
 
 def set_precision(precision: str) -> None:
     keras.mixed_precision.set_dtype_policy(precision)
-
-
-def _check_model_dir(config: TrainConfig, meta: features.Metadata, *, chief: bool) -> None:
-    """Refuses to resume with other data (tokenizer hash) or another architecture; records both."""
-    gfile = tf.io.gfile
-    info_path = f"{config.model_dir}/{TOKENIZER_INFO_FILE}"
-    if gfile.exists(info_path):
-        with gfile.GFile(info_path) as f:
-            saved = json.load(f)
-        if saved["sha256"] != meta.tokenizer.sha256:
-            raise ModelDirError(
-                f"--data_dir: its tokenizer (sha256 {meta.tokenizer.sha256[:12]}) differs from the one "
-                f"{config.model_dir} was trained with ({saved['sha256'][:12]}); use a fresh --model_dir"
-            )
-    config_path = f"{config.model_dir}/{CONFIG_FILE}"
-    if gfile.exists(config_path):
-        with gfile.GFile(config_path) as f:
-            saved_model = TrainConfig.from_json(f.read()).model
-        if saved_model != config.model:
-            diff = [
-                f"{k} {getattr(saved_model, k)} vs {getattr(config.model, k)}"
-                for k in saved_model.to_dict()
-                if getattr(saved_model, k) != getattr(config.model, k)
-            ]
-            raise ModelDirError(
-                f"--model_dir: {config.model_dir} holds a model with another architecture ({', '.join(diff)}); "
-                "use a fresh --model_dir"
-            )
-    if chief:
-        try:
-            gfile.makedirs(config.model_dir)
-        except tf.errors.OpError as e:
-            raise ModelDirError(
-                f"--model_dir: cannot create {config.model_dir} ({e.message})"
-            ) from None
-        reporting.write_text_atomically(config_path, config.to_json())
-        tokenizer_src = f"{config.data_dir}/{meta.tokenizer.file}"
-        gfile.copy(tokenizer_src, f"{config.model_dir}/{features.TOKENIZER_FILE}", overwrite=True)
-        info = {
-            "file": features.TOKENIZER_FILE,
-            "sha256": meta.tokenizer.sha256,
-            "vocab_size": meta.tokenizer.vocab_size,
-            # Inference normalizes text exactly as the training data was (pipeline.text.normalize).
-            "lowercase": bool(meta.options.get("lowercase", False)),
-        }
-        reporting.write_text_atomically(info_path, json.dumps(info, indent=2) + "\n")
 
 
 class Trainer:
@@ -110,7 +59,7 @@ class Trainer:
             )
             for note in notes:
                 print(f"warning: {note}", flush=True)
-        _check_model_dir(config, self.meta, chief=self.chief)
+        prepare_model_dir(config, self.meta, chief=self.chief)
         set_precision(config.precision)
         # Same global seed on every (re)start: tf.data's seeded shuffles depend on it too.
         keras.utils.set_random_seed(config.seed)

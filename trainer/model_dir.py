@@ -25,8 +25,8 @@ from pipeline import features, tokenizer
 from trainer import checkpoint_average, distribution
 from trainer.config import CONFIG_FILE, TrainConfig
 from trainer.infer_files import InferenceError
-from trainer.loop import TOKENIZER_INFO_FILE
 from trainer.model import build_model
+from trainer.model_dir_setup import TOKENIZER_INFO_FILE
 
 CHECKPOINT_CHOICES = ("best", "latest")
 
