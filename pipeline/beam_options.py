@@ -184,10 +184,14 @@ class _WorkerStartUpNoise(logging.Filter):
         return not (message.startswith("Worker: ") and any(n in message for n in self.NOISE))
 
 
+_WORKER_START_UP_NOISE = _WorkerStartUpNoise()
+
+
 def _drop_worker_start_up_noise() -> None:
-    relay = logging.getLogger("apache_beam.runners.portability.local_job_service")
-    if not any(isinstance(f, _WorkerStartUpNoise) for f in relay.filters):
-        relay.addFilter(_WorkerStartUpNoise())
+    # addFilter adds a filter once, however often it is called.
+    logging.getLogger("apache_beam.runners.portability.local_job_service").addFilter(
+        _WORKER_START_UP_NOISE
+    )
 
 
 def default_setup_file() -> str:
