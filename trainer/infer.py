@@ -24,7 +24,9 @@ soon as it is done; the output is assembled from them at the end. A rerun skips 
 whose output exists with the input's line count, resumes a long input after its last
 saved chunk (when the model and decoding settings are the same), and redoes the rest;
 `overwrite=True` redoes all. Loading the model dir lives in trainer/model_dir.py;
-naming, reading and the atomic writes in trainer/infer_files.py.
+naming, reading and the atomic writes in trainer/infer_files.py; batching and the
+replicas' threads in trainer/infer_batches.py; what a translation or classification
+does with a batch in trainer/infer_tasks.py.
 
 With several devices (GPUs, or logical CPUs) each device holds its own copy of the
 model and its own thread takes the next batch, so no device waits for another.
@@ -32,23 +34,19 @@ model and its own thread takes the next batch, so no device waits for another.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import os
-import queue
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from pipeline import cli, features, predictions, text
-from trainer import decode
+from pipeline import cli, features, text
+from trainer.infer_batches import pad_batch, plan_batches, run_on_replicas
 from trainer.infer_files import (
     READ_ERRORS,
     FileJob,
@@ -62,7 +60,8 @@ from trainer.infer_files import (
     write_atomically,
     write_lines_atomically,
 )
-from trainer.model_dir import LoadedModel, Replica, load_model_dir
+from trainer.infer_tasks import Classification, Task, Translation
+from trainer.model_dir import LoadedModel, load_model_dir
 
 __all__ = [
     "FileJob",
@@ -78,12 +77,6 @@ __all__ = [
 ]
 
 DEFAULT_GROUP_LINES = 100_000
-
-# Batches of any size and width share one traced graph: tracing a decoder takes seconds.
-_IDS_SPEC = tf.TensorSpec([None, None], tf.int32)
-
-# Characters that end a line for str.splitlines() and common readers; never inside an output line.
-_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
 
 
 @dataclasses.dataclass
@@ -135,206 +128,6 @@ class Summary:
         return notes
 
 
-# ----------------------------------------------------------------------------- batches
-
-
-def plan_batches(
-    lengths: Sequence[int],
-    *,
-    batch_tokens: int | None = None,
-    batch_size: int | None = None,
-    beam_size: int = 1,
-) -> list[list[int]]:
-    """Indices of ``lengths`` grouped into batches of similar length, longest first.
-
-    A batch holds at most ``batch_size`` sequences and, padded to its longest one and
-    repeated ``beam_size`` times, at most ``batch_tokens`` tokens; a single sequence
-    over the budget still gets a batch of its own.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        # Longest first, so the batch's first sequence sets its padded width.
-        width = lengths[current[0]] if current else lengths[i]
-        size = len(current) + 1
-        too_many = batch_size is not None and size > batch_size
-        too_long = batch_tokens is not None and size * width * beam_size > batch_tokens
-        if current and (too_many or too_long):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
-
-
-def pad_batch(rows: Sequence[Sequence[int]]) -> np.ndarray:
-    """Rows of ids -> `[len(rows), longest]` int32, PAD after each row."""
-    batch = np.full((len(rows), max(len(r) for r in rows)), features.PAD_ID, dtype=np.int32)
-    for i, row in enumerate(rows):
-        batch[i, : len(row)] = row
-    return batch
-
-
-def run_on_replicas(
-    replicas: Sequence[Replica], work: Callable[[int, Any], Any], items: Sequence[Any]
-) -> Iterator[tuple[int, Any]]:
-    """Yields ``(index, work(replica_index, item))`` for every item, in completion order.
-
-    One replica: in this thread, in order. Several: one thread per replica, each
-    taking the next item when it is free (TF releases the GIL while a graph runs).
-    """
-    if len(replicas) == 1:
-        for index, item in enumerate(items):
-            with tf.device(replicas[0].device):
-                result = work(0, item)
-            yield index, result
-        return
-    free: queue.Queue[int] = queue.Queue()
-    for r in range(len(replicas)):
-        free.put(r)
-
-    def on_a_free_replica(item):
-        r = free.get()
-        try:
-            with tf.device(replicas[r].device):
-                return work(r, item)
-        finally:
-            free.put(r)
-
-    pool = concurrent.futures.ThreadPoolExecutor(len(replicas), thread_name_prefix="replica")
-    try:
-        futures = {pool.submit(on_a_free_replica, item): i for i, item in enumerate(items)}
-        for future in concurrent.futures.as_completed(futures):
-            yield futures[future], future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-# ----------------------------------------------------------------------------- tasks
-
-
-class _Task:
-    """What runs on the replicas: one tf.function per replica, all with the `_IDS_SPEC` input."""
-
-    task: str
-    empty_output = predictions.EMPTY_TRANSLATION
-    functions: list
-    settings: dict = {}  # what the outputs depend on besides the model (saved chunks' manifest)
-
-    def __init__(self, loaded: LoadedModel):
-        self.loaded = loaded
-
-    def trace(self) -> None:
-        """Traces every replica's function, one at a time, on its device, before threads call them."""
-        for replica, function in zip(self.loaded.replicas, self.functions):
-            with tf.device(replica.device):
-                function.get_concrete_function()
-
-    def run(self, replica: int, batch: np.ndarray) -> np.ndarray:
-        return self.functions[replica](tf.constant(batch)).numpy()
-
-
-class _Translation(_Task):
-    """Source ids -> translated text, with the project's greedy or beam decoder."""
-
-    task = features.TRANSLATION
-
-    def __init__(
-        self, loaded: LoadedModel, *, beam_size, alpha, batch_tokens, max_decode_length, cache
-    ):
-        if not cache and beam_size != 1:
-            raise ValueError("the decoder without a key/value cache is greedy only (beam_size=1)")
-        if max_decode_length is not None and not 1 <= max_decode_length <= loaded.max_length:
-            raise InferenceError(
-                f"--max_decode_length={max_decode_length} must be in [1, {loaded.max_length}] "
-                "(the model's max_length)"
-            )
-        super().__init__(loaded)
-        self.beam_size = beam_size
-        self.batch_tokens = batch_tokens
-        self.max_decode_length = max_decode_length
-        self.settings = {
-            "beam_size": beam_size,
-            "alpha": alpha,
-            "max_decode_length": max_decode_length,
-        }
-
-        def make(model):
-            if cache:
-                translate = decode.make_translate_fn(
-                    model, beam_size=beam_size, alpha=alpha, max_decode_length=max_decode_length
-                )
-            else:
-
-                def translate(ids):
-                    return decode.greedy_decode_uncached(
-                        model, ids, max_decode_length=max_decode_length
-                    )
-
-            return tf.function(translate, input_signature=[_IDS_SPEC])
-
-        self.functions = [
-            _cached(
-                loaded,
-                ("translate", i, beam_size, alpha, max_decode_length, cache),
-                lambda model=r.model: make(model),
-            )
-            for i, r in enumerate(loaded.replicas)
-        ]
-
-    def plan(self, lengths: Sequence[int]) -> list[list[int]]:
-        return plan_batches(lengths, batch_tokens=self.batch_tokens, beam_size=self.beam_size)
-
-    def finish(self, source: Sequence[int], output: np.ndarray) -> tuple[str, int]:
-        """(output line, target tokens) for one row of ``run``'s result."""
-        if self.max_decode_length is None:
-            # The default limit follows the batch's widest source; the row's own limit
-            # gives what decoding the line alone gives (exactly so for greedy).
-            own_limit = decode.default_max_decode_length(
-                len(source), model_max_length=self.loaded.max_length
-            )
-            output = output[:own_limit]
-        tokens = int(np.count_nonzero(output != features.PAD_ID))
-        return _LINE_BREAKS.sub(" ", self.loaded.tokenizer.decode(output)).strip(), tokens
-
-
-class _Classification(_Task):
-    """Source ids -> one JSON line with the label and the class probabilities."""
-
-    task = features.CLASSIFICATION
-    empty_output = predictions.EMPTY_CLASSIFICATION
-
-    def __init__(self, loaded: LoadedModel, *, batch_size: int):
-        super().__init__(loaded)
-        self.batch_size = batch_size
-        self.functions = [
-            _cached(loaded, ("classify", i), lambda model=r.model: _make_classify_fn(model))
-            for i, r in enumerate(loaded.replicas)
-        ]
-
-    def plan(self, lengths: Sequence[int]) -> list[list[int]]:
-        return plan_batches(lengths, batch_size=self.batch_size)
-
-    def finish(self, source: Sequence[int], probabilities: np.ndarray) -> tuple[str, int]:
-        return predictions.format_classification(probabilities), 0
-
-
-def _make_classify_fn(model) -> Callable[[tf.Tensor], tf.Tensor]:
-    """A tf.function: ids `[b, l]` -> class probabilities `[b, num_classes]` float32."""
-    return tf.function(
-        lambda ids: tf.nn.softmax(model(ids, training=False), axis=-1),
-        input_signature=[_IDS_SPEC],
-    )
-
-
-def _cached(loaded: LoadedModel, key: tuple, make: Callable[[], Any]) -> Any:
-    if key not in loaded.functions:
-        loaded.functions[key] = make()
-    return loaded.functions[key]
-
-
 # ----------------------------------------------------------------------------- files
 
 
@@ -354,7 +147,7 @@ def translate_files(
     ``max_decode_length`` defaults to each source's length + 50, capped at the model's
     ``max_length``. ``options`` are those of ``process_files``.
     """
-    task = _Translation(
+    task = Translation(
         loaded,
         beam_size=beam_size,
         alpha=alpha,
@@ -380,7 +173,7 @@ def translate_lines(
     ``cache=False`` (greedy only) re-runs the decoder over the whole prefix at every
     step: the baseline scripts/bench_translate.py measures the cache against.
     """
-    task = _Translation(
+    task = Translation(
         loaded,
         beam_size=beam_size,
         alpha=alpha,
@@ -399,12 +192,12 @@ def classify_files(
     loaded: LoadedModel, jobs: Sequence[FileJob], *, batch_size: int = 64, **options
 ) -> Summary:
     """Classifies every line of every job's input into a JSON line; ``options`` as below."""
-    return process_files(loaded, _Classification(loaded, batch_size=batch_size), jobs, **options)
+    return process_files(loaded, Classification(loaded, batch_size=batch_size), jobs, **options)
 
 
 def process_files(
     loaded: LoadedModel,
-    task: _Task,
+    task: Task,
     jobs: Sequence[FileJob],
     *,
     overwrite: bool = False,
