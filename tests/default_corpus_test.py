@@ -8,9 +8,11 @@ import re
 import pytest
 
 from pipeline import default_corpus as corpus
+from pipeline import default_corpus_grammar as grammar
 from pipeline import default_corpus_lexicon as lex
 from pipeline import features, text
-from pipeline.default_corpus import Clause, NounPhrase
+from pipeline.default_corpus_grammar import Clause
+from pipeline.default_corpus_lexicon import NounPhrase
 
 NP = NounPhrase
 
@@ -130,29 +132,29 @@ def _word_ratio(pair: tuple[str, str]) -> float:
     ],
 )
 def test_statement_literals(clause, english, german):
-    assert corpus.statement(clause) == (english, german)
+    assert grammar.statement(clause) == (english, german)
 
 
 def test_fronted_adverb_inverts_the_german_verb():
     clause = Clause(NP("child", plural=True), "eat", obj=NP("apple", "", plural=True))
-    assert corpus.statement(clause, adverb="today") == (
+    assert grammar.statement(clause, adverb="today") == (
         "Today the children eat apples.",
         "Heute essen die Kinder Äpfel.",
     )
     past = Clause("I", "read", obj=NP("newspaper"), tense="past")
-    assert corpus.statement(past, adverb="yesterday")[1] == "Gestern habe ich die Zeitung gelesen."
+    assert grammar.statement(past, adverb="yesterday")[1] == "Gestern habe ich die Zeitung gelesen."
 
 
 def test_questions_put_the_finite_verb_first():
-    assert corpus.question(Clause("you", "sleep", pp=("in", NP("garden")))) == (
+    assert grammar.question(Clause("you", "sleep", pp=("in", NP("garden")))) == (
         "Do you sleep in the garden?",
         "Schläfst du im Garten?",
     )
-    assert corpus.question(Clause(NP("doctor"), "find", obj=NP("key"), tense="past")) == (
+    assert grammar.question(Clause(NP("doctor"), "find", obj=NP("key"), tense="past")) == (
         "Did the doctor find the key?",
         "Hat der Arzt den Schlüssel gefunden?",
     )
-    assert corpus.question(Clause(NP("cow"), "be", adj="hungry")) == (
+    assert grammar.question(Clause(NP("cow"), "be", adj="hungry")) == (
         "Is the cow hungry?",
         "Ist die Kuh hungrig?",
     )
@@ -160,33 +162,33 @@ def test_questions_put_the_finite_verb_first():
 
 def test_subordinate_clauses_are_verb_final():
     sees = Clause(NP("man"), "see", obj=NP("dog"))
-    assert corpus.subordinated(Clause(NP("dog"), "sleep"), "because", sees) == (
+    assert grammar.subordinated(Clause(NP("dog"), "sleep"), "because", sees) == (
         "The dog sleeps because the man sees the dog.",
         "Der Hund schläft, weil der Mann den Hund sieht.",
     )
-    assert corpus.reported("I", "know", sees) == (
+    assert grammar.reported("I", "know", sees) == (
         "I know that the man sees the dog.",
         "Ich weiß, dass der Mann den Hund sieht.",
     )
     ran = Clause(NP("girl"), "run", pp=("in", NP("forest")), tense="past")
-    assert corpus.reported("she", "think", ran) == (
+    assert grammar.reported("she", "think", ran) == (
         "She thinks that the girl ran in the forest.",
         "Sie glaubt, dass das Mädchen im Wald gelaufen ist.",
     )
     not_eaten = Clause("we", "eat", obj=NP("cake"), tense="past", negated=True)
-    assert corpus.subordinated(Clause("you", "work"), "although", not_eaten)[1] == (
+    assert grammar.subordinated(Clause("you", "work"), "although", not_eaten)[1] == (
         "Du arbeitest, obwohl wir den Kuchen nicht gegessen haben."
     )
 
 
 def test_coordinated_clauses_stay_verb_second():
-    assert corpus.coordinated(
+    assert grammar.coordinated(
         Clause("I", "work"), "but", Clause(NP("bird", plural=True), "sleep")
     ) == (
         "I work, but the birds sleep.",
         "Ich arbeite, aber die Vögel schlafen.",
     )
-    assert corpus.coordinated(Clause("he", "sing"), "and", Clause("she", "wait"))[1] == (
+    assert grammar.coordinated(Clause("he", "sing"), "and", Clause("she", "wait"))[1] == (
         "Er singt und sie wartet."
     )
 
