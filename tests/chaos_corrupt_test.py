@@ -13,7 +13,7 @@ import tensorflow as tf
 from pipeline import cli, features
 from tests.chaos_testing import run_chaos_script
 from tests.input_pipeline_test import write_fake_dataset
-from trainer import checkpoints, input_pipeline, reporting
+from trainer import checkpoints, input_pipeline, reporting, shard_checks
 
 
 @pytest.fixture()
@@ -24,7 +24,7 @@ def dataset(tmp_path):
 
 
 def _shards(data):
-    return input_pipeline.shard_files(data.data_dir, data.metadata, features.TRAIN)
+    return shard_checks.shard_files(data.data_dir, data.metadata, features.TRAIN)
 
 
 def _truncate(path: str, keep: float = 0.5) -> None:
@@ -44,23 +44,23 @@ def _flip(path: str) -> None:
 
 def test_check_shard_counts_an_intact_shard_and_names_the_damage(dataset):
     intact, truncated, flipped = _shards(dataset)
-    expected = input_pipeline.check_shard(truncated).records
+    expected = shard_checks.check_shard(truncated).records
     _truncate(truncated)
     _flip(flipped)
-    assert input_pipeline.check_shard(intact).error is None
-    cut = input_pipeline.check_shard(truncated)
+    assert shard_checks.check_shard(intact).error is None
+    cut = shard_checks.check_shard(truncated)
     assert cut.records is None and "truncated record" in cut.error
     assert "{{" not in cut.error and "[Op:" not in cut.error
-    assert input_pipeline.check_shard(flipped).error is not None
+    assert shard_checks.check_shard(flipped).error is not None
     assert expected > 0
 
 
 def test_corrupt_shard_error_names_the_first_corrupt_shard(dataset):
-    assert input_pipeline.corrupt_shard_error(dataset.data_dir, dataset.metadata, ["train"]) is None
+    assert shard_checks.corrupt_shard_error(dataset.data_dir, dataset.metadata, ["train"]) is None
     paths = _shards(dataset)
     _flip(paths[2])
     _truncate(paths[1])
-    error = input_pipeline.corrupt_shard_error(dataset.data_dir, dataset.metadata, ["train"])
+    error = shard_checks.corrupt_shard_error(dataset.data_dir, dataset.metadata, ["train"])
     message = str(error)
     assert message.startswith(f"--data_dir: shard {paths[1]} is corrupt (")
     assert "(and 1 more)" in message and "--skip_corrupt_shards" in message
@@ -69,11 +69,9 @@ def test_corrupt_shard_error_names_the_first_corrupt_shard(dataset):
 
 def test_without_corrupt_shards_drops_the_shard_and_counts_the_loss(dataset):
     paths = _shards(dataset)
-    lost = input_pipeline.check_shard(paths[1]).records
+    lost = shard_checks.check_shard(paths[1]).records
     _truncate(paths[1], keep=0.3)
-    meta, notes = input_pipeline.without_corrupt_shards(
-        dataset.data_dir, dataset.metadata, ["train"]
-    )
+    meta, notes = shard_checks.without_corrupt_shards(dataset.data_dir, dataset.metadata, ["train"])
     assert meta.splits["train"].files == [os.path.basename(paths[0]), os.path.basename(paths[2])]
     assert meta.splits["train"].examples == dataset.metadata.splits["train"].examples - lost
     assert notes[0].startswith(f"skipping corrupt shard {paths[1]} (")
@@ -90,8 +88,8 @@ def test_without_corrupt_shards_drops_the_shard_and_counts_the_loss(dataset):
 def test_a_split_without_an_intact_shard_is_refused(dataset):
     for path in _shards(dataset):
         _flip(path)
-    with pytest.raises(input_pipeline.CorruptShardError, match="every shard of split 'train'"):
-        input_pipeline.without_corrupt_shards(dataset.data_dir, dataset.metadata, ["train"])
+    with pytest.raises(shard_checks.CorruptShardError, match="every shard of split 'train'"):
+        shard_checks.without_corrupt_shards(dataset.data_dir, dataset.metadata, ["train"])
 
 
 def _two_checkpoints(directory):

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import features
-from trainer import input_pipeline
+from trainer import input_pipeline, shard_checks
 
 MAX_LENGTH = 32
 VOCAB_SIZE = 100
@@ -189,7 +189,7 @@ def _train(dataset: FakeDataset, **overrides) -> tf.data.Dataset:
 
 def test_fake_dataset_is_a_valid_preprocessing_output(translation):
     assert features.load_metadata(translation.data_dir) == translation.metadata
-    paths = input_pipeline.shard_files(translation.data_dir, translation.metadata, features.TRAIN)
+    paths = shard_checks.shard_files(translation.data_dir, translation.metadata, features.TRAIN)
     assert paths == sorted(paths)
     assert [os.path.basename(p) for p in paths] == [
         features.shard_name(features.TRAIN, i, 5) for i in range(5)
@@ -202,10 +202,10 @@ def test_shard_files_names_the_split_without_shards(tmp_path):
         str(tmp_path), task=features.TRANSLATION, num_examples=4, num_shards=2, seed=0
     )
     with pytest.raises(ValueError, match="split 'dev' has no shards"):
-        input_pipeline.shard_files(data.data_dir, data.metadata, "dev")
+        shard_checks.shard_files(data.data_dir, data.metadata, "dev")
     os.remove(os.path.join(data.data_dir, features.shard_name(features.TRAIN, 1, 2)))
     with pytest.raises(ValueError, match=r"split 'train' is missing 1 of its 2 shards.*00001-of"):
-        input_pipeline.shard_files(data.data_dir, data.metadata, features.TRAIN)
+        shard_checks.shard_files(data.data_dir, data.metadata, features.TRAIN)
 
 
 def test_bucket_boundaries_grow_geometrically_up_to_max_length():

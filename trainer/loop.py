@@ -28,6 +28,7 @@ from trainer import (
     losses,
     preemption,
     reporting,
+    shard_checks,
 )
 from trainer.config import TrainConfig
 from trainer.model import build_model, shift_right
@@ -54,7 +55,7 @@ class Trainer:
                 f"--data_dir holds {self.meta.task} data but the model is for {config.task}"
             )
         if config.skip_corrupt_shards:
-            self.meta, notes = input_pipeline.without_corrupt_shards(
+            self.meta, notes = shard_checks.without_corrupt_shards(
                 config.data_dir, self.meta, self.data_splits()
             )
             for note in notes:
@@ -475,7 +476,7 @@ def train_and_evaluate(config: TrainConfig) -> dict:
     try:
         result = trainer.train()
     except tf.errors.DataLossError:
-        named = input_pipeline.corrupt_shard_error(
+        named = shard_checks.corrupt_shard_error(
             config.data_dir, trainer.meta, trainer.data_splits()
         )
         if named is None:
