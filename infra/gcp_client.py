@@ -1,4 +1,4 @@
-"""Sends the GCP launcher's requests: REST calls with ADC, Vertex AI jobs with its client.
+"""Shows and sends the GCP launcher's requests: REST calls with ADC, Vertex AI jobs with its client.
 
 Only the CLI's non-dry-run paths come here; nothing in the tests does.
 """
@@ -7,8 +7,18 @@ from __future__ import annotations
 
 import json
 
-from infra import gcp_requests
+from infra import gcp_requests, launcher
 from infra.launcher import LauncherError
+
+
+def show_call(call: gcp_requests.RestCall) -> None:
+    """Prints a call: method and URL, its JSON body, and the gcloud command that does the same."""
+    launcher.heading(f"{call.method} {call.url}")
+    if call.body is not None:
+        launcher.show_json(call.body)
+    if call.gcloud:
+        launcher.heading("gcloud equivalent:")
+        launcher.show_command(call.gcloud)
 
 
 def authorized_session():

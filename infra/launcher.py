@@ -7,6 +7,7 @@ argparse's included, end as one line ``PROGRAM: error: MESSAGE`` with exit statu
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import re
 import sys
@@ -44,6 +45,11 @@ def split_trainer_flags(argv: Sequence[str]) -> tuple[list[str], list[str]]:
                 f"--{name} after --: give it to the launcher (before --), which sets it per cloud"
             )
     return argv[:at], trainer
+
+
+def timestamp() -> str:
+    """UTC now as YYYYmmdd-HHMMSS, for job names."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
 
 
 def require(value, flag: str, why: str = "") -> None:
