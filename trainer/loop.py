@@ -43,13 +43,14 @@ def set_precision(precision: str) -> None:
 class Trainer:
     """Owns the strategy, the model, the optimizer and the state for one run."""
 
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: TrainConfig, metadata: features.Metadata | None = None):
+        """``metadata``: ``config.data_dir``'s, when the caller has read it already."""
         self.config = config
         self.strategy = distribution.create_strategy(
             config.strategy, num_gpus=config.num_gpus, virtual_devices=config.virtual_devices
         )
         self.chief = distribution.is_chief(self.strategy)
-        self.meta = features.load_metadata(config.data_dir)
+        self.meta = metadata or features.load_metadata(config.data_dir)
         if self.meta.task != config.task:
             raise ModelDirError(
                 f"--data_dir holds {self.meta.task} data but the model is for {config.task}"
@@ -467,12 +468,13 @@ def drop_in_background(box: list) -> threading.Thread:
 EXPORT_DIR = "export"
 
 
-def train_and_evaluate(config: TrainConfig) -> dict:
+def train_and_evaluate(config: TrainConfig, metadata: features.Metadata | None = None) -> dict:
     """Trains (or resumes) the run in ``config.model_dir``, then exports the model.
 
-    Returns the final step, the best metric and the export dir (None without --export).
+    ``metadata`` is ``config.data_dir``'s (read here when None). Returns the final step,
+    the best metric and the export dir (None without --export).
     """
-    trainer = Trainer(config)
+    trainer = Trainer(config, metadata)
     try:
         result = trainer.train()
     except tf.errors.DataLossError:

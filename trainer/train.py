@@ -234,7 +234,7 @@ def main(argv: list[str]) -> None:
     try:
         config = config_from_flags(metadata)
         print(loop.config_summary(config), flush=True)
-        result = loop.train_and_evaluate(config)
+        result = loop.train_and_evaluate(config, metadata)
     except (features.MetadataError, model_dir_setup.ModelDirError, ValueError) as e:
         raise cli.UsageError(str(e).splitlines()[0]) from None
     print(f"done at step {result['step']}; best {result['metric']} {result['best']}", flush=True)
