@@ -26,8 +26,10 @@ from trainer import checkpoints, decode, infer, model_dir
 from trainer.infer_files import (
     count_lines,
     iter_line_chunks,
+    iter_stream_chunks,
     plan_jobs,
     read_lines,
+    stream_input,
     write_lines_atomically,
 )
 
@@ -490,6 +492,44 @@ def test_input_and_output_errors_name_the_flag(tmp_path):
         f"--output: writing {tmp_path}/y/other.txt would overwrite an input file"
     )
     assert error(f"{tmp_path}/file.txt", "") == "--output is required"
+    assert error("-", f"{tmp_path}/o.txt") == (
+        "--input=- (standard input) writes to standard output only: give --output=-"
+    )
+
+
+def test_standard_output_takes_standard_input_or_one_file(tmp_path):
+    write(tmp_path / "y" / "one.txt", ["1"])
+    write(tmp_path / "y" / "two.txt", ["2"])
+    assert stream_input("-") == "-"
+    assert stream_input(f"{tmp_path}/y/o*.txt") == f"{tmp_path}/y/one.txt"
+    with pytest.raises(infer.InferenceError) as raised:
+        stream_input(f"{tmp_path}/y/*.txt")
+    assert str(raised.value) == (
+        "--output=-: --input matches 2 files and standard output takes one; "
+        "give --output a directory"
+    )
+    with pytest.raises(infer.InferenceError, match=f"--input: no files match {tmp_path}/z"):
+        stream_input(f"{tmp_path}/z")
+
+
+@pytest.mark.timeout(60)
+def test_standard_input_chunks_end_when_no_more_input_waits():
+    read_end, write_end = os.pipe()
+    try:
+        chunks = iter_stream_chunks(read_end, 3)
+        os.write(write_end, b"\xef\xbb\xbfone\r\ntwo\n")
+        # Nothing more waits: the two lines come out without the writer closing its end.
+        assert next(chunks) == (["one", "two"], 0)
+        os.write(write_end, b"a\nb\nc\nd\nbad \xfe\nlast without newline")
+        assert next(chunks) == (["a", "b", "c"], 0)  # at most 3 lines a chunk
+        assert next(chunks) == (["d", "bad \ufffd"], 1)
+        os.close(write_end)
+        write_end = None
+        assert list(chunks) == [(["last without newline"], 0)]
+    finally:
+        os.close(read_end)
+        if write_end is not None:
+            os.close(write_end)
 
 
 def test_a_long_input_is_saved_chunk_by_chunk_and_a_rerun_resumes_after_the_saved_ones(

@@ -2,7 +2,7 @@
 
 Subprocesses on models the trainer CLI made (see infer_test.train_models): many
 files, two logical CPU devices against one, resume, --overwrite, the JSON lines of
-classify, and the one-line usage errors.
+classify, standard input and output (`-`), and the one-line usage errors.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import select
 import subprocess
 import sys
 
@@ -25,14 +26,21 @@ def model_dirs(ende_data, imdb_data, tmp_path_factory) -> tuple[str, str]:
     return train_models(ende_data, imdb_data, tmp_path_factory.mktemp("models"))
 
 
-def run(program: str, *flags: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+def command(program: str, *flags: str) -> list[str]:
+    return [sys.executable, "-m", f"trainer.{program}", *flags]
+
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+
+
+def run(program: str, *flags: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", f"trainer.{program}", *flags],
+        command(program, *flags),
         capture_output=True,
         text=True,
+        input=stdin,
         timeout=300,
-        env=env,
+        env=ENV,
         cwd=ROOT,
     )
 
@@ -123,6 +131,72 @@ def test_classify_writes_json_lines(model_dirs, tmp_path):
         assert record["probability"] == max(record["probabilities"])
 
 
+def test_translate_answers_each_line_of_standard_input_as_it_comes(model_dirs, tmp_path):
+    """`--input=- --output=-`: each line is answered before the next one is written, and
+    the outputs are the file mode's; standard output holds nothing else."""
+    lines = [SENTENCES[0], "", SENTENCES[1], SENTENCES[2]]
+    (tmp_path / "in.en").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    flags = [f"--model_dir={model_dirs[0]}", "--beam_size=2"]
+    assert_ok(run("translate", *flags, f"--input={tmp_path}/in.en", f"--output={tmp_path}/o"))
+    expected = read(tmp_path / "o")
+
+    process = subprocess.Popen(
+        command("translate", *flags, "--input=-", "--output=-"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+        cwd=ROOT,
+    )
+    try:
+        answers = []
+        for line in lines[:2]:
+            process.stdin.write(f"{line}\n".encode())
+            process.stdin.flush()
+            ready, _, _ = select.select([process.stdout], [], [], 120)
+            assert ready, "no answer to a line while standard input stays open"
+            answers.append(process.stdout.readline().decode())
+        process.stdin.write("\n".join(lines[2:]).encode())  # the last line has no "\n"
+        process.stdin.close()
+        rest = process.stdout.read().decode()
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=120) == 0, stderr[-3000:]
+    finally:
+        process.kill()
+    assert "".join(answers) + rest == "".join(f"{line}\n" for line in expected)
+    assert stderr.strip().splitlines()[-1].startswith("translated 4 lines, 3 sentences, ")
+
+
+def test_classify_prints_one_file_to_standard_output_and_stops_when_it_closes(model_dirs, tmp_path):
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("\n".join([REVIEWS[0], "", *REVIEWS[1:]]) + "\n", encoding="utf-8")
+    flags = [f"--model_dir={model_dirs[1]}", "--batch_size=2"]
+    assert_ok(run("classify", *flags, f"--input={reviews}", f"--output={tmp_path}/o"))
+    printed = run("classify", *flags, f"--input={reviews}", "--output=-")
+    assert_ok(printed)
+    assert printed.stdout.splitlines() == read(tmp_path / "o")
+    assert printed.stderr.strip().splitlines()[-1].startswith("classified 6 lines, 5 sentences")
+
+    # A reader that goes away (`| head -1`) ends the command quietly, as it ends `cat`.
+    many = tmp_path / "many.txt"
+    many.write_text((REVIEWS[0] + "\n") * 400, encoding="utf-8")
+    process = subprocess.Popen(
+        command("classify", *flags, f"--input={many}", "--output=-", "--group_lines=10"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+        cwd=ROOT,
+    )
+    try:
+        assert json.loads(process.stdout.readline())["label"] in ("negative", "positive")
+        process.stdout.close()
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=120) == 1
+    finally:
+        process.kill()
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr[-3000:]
+
+
 @pytest.mark.parametrize(
     "program, flags, message",
     [
@@ -143,10 +217,22 @@ def test_classify_writes_json_lines(model_dirs, tmp_path):
             "--model_dir: MODEL_DIR holds a translation model, not a classification model; "
             "use trainer.translate",
         ),
+        (
+            "translate",
+            ["--model_dir=MODEL_DIR", "--input=-", "--output=o"],
+            "--input=- (standard input) writes to standard output only: give --output=-",
+        ),
+        (
+            "translate",
+            ["--model_dir=MODEL_DIR", "--input=INPUT*", "--output=-"],
+            "--output=-: --input matches 2 files and standard output takes one; "
+            "give --output a directory",
+        ),
     ],
 )
 def test_usage_errors_are_one_line(program, flags, message, model_dirs, tmp_path):
     (tmp_path / "input.txt").write_text("A dog runs.\n")
+    (tmp_path / "input.txt.2").write_text("A cat runs.\n")
     replace = {"MODEL_DIR": model_dirs[0], "INPUT": f"{tmp_path}/input.txt"}
     for old, new in replace.items():
         flags = [f.replace(old, new) for f in flags]

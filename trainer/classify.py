@@ -2,10 +2,11 @@
 
     python -m trainer.classify --model_dir=DIR --input='reviews/*.txt' --output=out/ \\
         [--batch_size=64 --checkpoint=best --overwrite]
+    python -m trainer.classify --model_dir=DIR --input=reviews.txt --output=-  # to stdout
 
 Writes one JSON line per input line, in order, probabilities rounded to 6 places:
 `{"label": "positive", "probability": 0.912345, "probabilities": [0.087655, 0.912345]}`
-(`probability` is the label's); an empty input line gives an empty output line.
+(`probability` is the label's); an empty input line gives `{}`.
 Rerunning skips inputs whose output is complete and resumes a long input after its last
 saved chunk (--group_lines). Every local GPU (else the CPU) gets its own copy of the
 model. Naming and atomic writes are described in trainer/infer.py.
@@ -32,15 +33,15 @@ flags.DEFINE_integer("batch_size", 64, "Lines per batch, per device.")
 flags.register_validator("batch_size", lambda v: v >= 1, "--batch_size must be a positive integer")
 
 
-def _classify(loaded, jobs, **common):
-    from trainer import infer
+def _classification(loaded):
+    from trainer import infer_tasks
 
-    return infer.classify_files(loaded, jobs, batch_size=FLAGS.batch_size, **common)
+    return infer_tasks.Classification(loaded, batch_size=FLAGS.batch_size)
 
 
 def main(argv: list[str]) -> None:
     inference_flags.run_files(
-        argv, task=features.CLASSIFICATION, verb="classified", infer_files=_classify
+        argv, task=features.CLASSIFICATION, verb="classified", make_task=_classification
     )
 
 

@@ -10,7 +10,7 @@ encoded with EOS and cut to the model's `max_length` (the first `max_length - 1`
 plus EOS, as the trainer cuts long inputs; counted). The lines of a group of files are
 sorted by length into token-budget batches, run through the model, and put back in
 input order: output line i belongs to input line i, and an empty input line gives an
-empty output line without reaching the model. Translation output never depends on
+empty output line (classification: `{}`) without reaching the model. Translation output never depends on
 which batch a line landed in, with one exception: with beam search and the default
 length limit, a hypothesis that runs past its source's limit without EOS (a
 degenerate model) may differ. Classification writes one JSON object per line,
@@ -23,7 +23,8 @@ chunk's output is saved (atomically, beside the output: `infer_files.SavedChunks
 soon as it is done; the output is assembled from them at the end. A rerun skips inputs
 whose output exists with the input's line count, resumes a long input after its last
 saved chunk (when the model and decoding settings are the same), and redoes the rest;
-`overwrite=True` redoes all. Loading the model dir lives in trainer/model_dir.py;
+`overwrite=True` redoes all. `process_stream` runs standard input (or one file) to
+standard output instead, chunk by chunk, with nothing saved. Loading the model dir lives in trainer/model_dir.py;
 naming, reading and the atomic writes in trainer/infer_files.py; batching and the
 replicas' threads in trainer/infer_batches.py; what a translation or classification
 does with a batch in trainer/infer_tasks.py.
@@ -72,6 +73,8 @@ __all__ = [
     "load_model_dir",
     "plan_batches",
     "plan_jobs",
+    "process_files",
+    "process_stream",
     "translate_files",
     "translate_lines",
 ]
@@ -256,6 +259,27 @@ def process_files(
                 _process_group(loaded, task, group, summary, bar, log, before_rename)
     finally:
         bar.close()
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def process_stream(
+    loaded: LoadedModel,
+    task: Task,
+    chunks: Iterable[tuple[list[str], int]],
+    write: Callable[[list[str]], None],
+) -> Summary:
+    """Runs ``task`` over ``chunks`` of (lines, undecodable count), handing each chunk's
+    output lines to ``write`` as soon as the chunk is done (``--output=-``: standard output).
+
+    Nothing is saved or resumed; the chunks are those of ``infer_files.iter_stream_chunks``
+    or ``iter_line_chunks``.
+    """
+    summary = Summary(task=task.task, truncated_to=loaded.max_length - 1)
+    started = time.monotonic()
+    for lines, undecodable in chunks:
+        summary.undecodable += undecodable
+        write(_run_lines(loaded, task, lines, summary, bar=None))
     summary.seconds = time.monotonic() - started
     return summary
 

@@ -13,6 +13,10 @@ blocks, never read whole. Outputs are written under a temporary name
 (`.tmp-XXXXXXXX-<name>` beside the output) and renamed into place, so a file under its
 final name is always complete; the chunks of a long input wait in `.parts-<name>/`
 (`SavedChunks`). Local paths and gs:// (tf.io.gfile).
+
+"-" is the standard streams: `--input=-` reads standard input (with `--output=-`), and
+`--output=-` writes to standard output what one input file or standard input gives
+(`stream_input`, `iter_stream_chunks`); nothing is saved to resume from there.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import gzip
 import json
 import os
 import re
+import select
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -32,6 +37,7 @@ import tensorflow as tf
 TMP_PREFIX = ".tmp-"
 PARTS_PREFIX = ".parts-"
 MANIFEST_FILE = "manifest.json"
+STANDARD_STREAM = "-"  # --input=- / --output=-
 
 
 class InferenceError(ValueError):
@@ -58,18 +64,11 @@ def plan_jobs(input_pattern: str, output: str) -> list[FileJob]:
         raise InferenceError("--input is required")
     if not output:
         raise InferenceError("--output is required")
-    try:
-        matches = sorted(tf.io.gfile.glob(input_pattern))
-    except tf.errors.OpError as e:
-        raise InferenceError(f"--input: cannot list {input_pattern} ({reason(e)})") from None
-    inputs = [m for m in matches if not tf.io.gfile.isdir(m)]
-    if not inputs:
-        if matches:
-            raise InferenceError(
-                f"--input: {input_pattern} matches only directories; use a glob such as "
-                f"{matches[0].rstrip('/')}/*"
-            )
-        raise InferenceError(f"--input: no files match {input_pattern}")
+    if input_pattern == STANDARD_STREAM:
+        raise InferenceError(
+            "--input=- (standard input) writes to standard output only: give --output=-"
+        )
+    inputs = _matching_files(input_pattern)
     if len(inputs) == 1 and not output.endswith("/") and not tf.io.gfile.isdir(output):
         jobs = [FileJob(inputs[0], output)]
     else:
@@ -94,6 +93,38 @@ def plan_jobs(input_pattern: str, output: str) -> list[FileJob]:
         if _path_key(job.output) in input_keys:
             raise InferenceError(f"--output: writing {job.output} would overwrite an input file")
     return jobs
+
+
+def stream_input(input_pattern: str) -> str:
+    """What ``--output=-`` reads: ``STANDARD_STREAM``, or the one file ``input_pattern`` matches."""
+    if not input_pattern:
+        raise InferenceError("--input is required")
+    if input_pattern == STANDARD_STREAM:
+        return STANDARD_STREAM
+    inputs = _matching_files(input_pattern)
+    if len(inputs) > 1:
+        raise InferenceError(
+            f"--output=-: --input matches {len(inputs)} files and standard output takes one; "
+            "give --output a directory"
+        )
+    return inputs[0]
+
+
+def _matching_files(input_pattern: str) -> list[str]:
+    """The files (not directories) ``input_pattern`` matches, sorted; at least one."""
+    try:
+        matches = sorted(tf.io.gfile.glob(input_pattern))
+    except tf.errors.OpError as e:
+        raise InferenceError(f"--input: cannot list {input_pattern} ({reason(e)})") from None
+    inputs = [m for m in matches if not tf.io.gfile.isdir(m)]
+    if not inputs:
+        if matches:
+            raise InferenceError(
+                f"--input: {input_pattern} matches only directories; use a glob such as "
+                f"{matches[0].rstrip('/')}/*"
+            )
+        raise InferenceError(f"--input: no files match {input_pattern}")
+    return inputs
 
 
 def _path_key(path: str) -> str:
@@ -121,6 +152,29 @@ def iter_line_chunks(path: str, chunk_lines: int | None = None) -> Iterator[tupl
     Each chunk comes with how many of its lines had bytes that are not UTF-8. The file
     is streamed: memory holds one chunk and one block, whatever the file's size.
     """
+    return _line_chunks(_blocks(path), path, chunk_lines)
+
+
+def iter_stream_chunks(fd: int, chunk_lines: int) -> Iterator[tuple[list[str], int]]:
+    """The lines read from file descriptor ``fd`` (standard input), as ``iter_line_chunks``.
+
+    A chunk ends at ``chunk_lines`` lines, and also whenever no more input is waiting,
+    so a line typed or piped in one at a time is answered before the next one comes.
+    """
+    blocks = iter(lambda: os.read(fd, _BLOCK), b"")
+    idle = lambda: not select.select([fd], [], [], 0)[0]  # noqa: E731
+    return _line_chunks(blocks, "standard input", chunk_lines, idle=idle)
+
+
+def _line_chunks(
+    blocks: Iterator[bytes],
+    name: str,
+    chunk_lines: int | None,
+    *,
+    idle: Callable[[], bool] = lambda: False,
+) -> Iterator[tuple[list[str], int]]:
+    """Splits ``blocks`` into decoded lines, yielded in chunks (see ``iter_line_chunks``);
+    a chunk also ends before the next block is read whenever ``idle()`` says none is waiting."""
     chunk: list[str] = []
     undecodable = 0
     pending: list[bytes] = []  # the current line's bytes so far
@@ -128,18 +182,19 @@ def iter_line_chunks(path: str, chunk_lines: int | None = None) -> Iterator[tupl
 
     def add(raw: bytes) -> None:
         nonlocal undecodable, first
-        raw = raw[:-1] if raw.endswith(b"\r") else raw
-        if first and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
+        line, bad = decode_line(raw, first=first)
         first = False
-        try:
-            chunk.append(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            chunk.append(raw.decode("utf-8", errors="replace"))
-            undecodable += 1
+        chunk.append(line)
+        undecodable += bad
 
     try:
-        for block in _blocks(path):
+        while True:
+            if chunk and idle():
+                yield chunk, undecodable
+                chunk, undecodable = [], 0
+            block = next(blocks, None)
+            if block is None:
+                break
             *complete, rest = block.split(b"\n")
             for piece in complete:
                 add(b"".join([*pending, piece]))
@@ -150,11 +205,25 @@ def iter_line_chunks(path: str, chunk_lines: int | None = None) -> Iterator[tupl
             if rest:
                 pending.append(rest)
     except READ_ERRORS as e:
-        raise InferenceError(f"--input: cannot read {path} ({reason(e)})") from None
+        raise InferenceError(f"--input: cannot read {name} ({reason(e)})") from None
     if pending:
         add(b"".join(pending))
     if chunk:
         yield chunk, undecodable
+
+
+def decode_line(raw: bytes, *, first: bool) -> tuple[str, bool]:
+    """One line's bytes, without its "\\n" -> (text, whether it had bytes that are not UTF-8).
+
+    A trailing "\\r" goes, and on the ``first`` line of a stream a UTF-8 BOM.
+    """
+    raw = raw[:-1] if raw.endswith(b"\r") else raw
+    if first and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="replace"), True
 
 
 def read_lines(path: str) -> tuple[list[str], int]:

@@ -1,8 +1,10 @@
 """What trainer.translate and trainer.classify share: their common flags and `run_files`.
 
 Each command defines its own `--input` help and its batching flags, and hands `run_files`
-the call that runs its files; `run_files` checks the flags, loads the model dir and passes
-the values below to `trainer.infer` (`load_model_dir`, `translate_files` / `classify_files`).
+the call that makes its task (`infer_tasks.Translation` / `Classification`) from the
+loaded model; `run_files` checks the flags, loads the model dir and runs the task with
+the values below: over files (`infer.process_files`), or with `--output=-` from one file
+or standard input to standard output (`infer.process_stream`), the summary then on stderr.
 Only those two entry points import this module.
 """
 
@@ -23,7 +25,8 @@ flags.DEFINE_string(
     "output",
     None,
     "Output file; a directory (OUTPUT/<input basename>) when --input matches several files, "
-    "OUTPUT exists as a directory or ends with '/'.",
+    "OUTPUT exists as a directory or ends with '/'; '-' for standard output (one input file, "
+    "or --input=- for standard input; answered chunk by chunk, nothing saved to resume).",
 )
 flags.DEFINE_string(
     "checkpoint",
@@ -37,7 +40,9 @@ flags.DEFINE_integer(
     "Small files are pooled into groups of about this many lines; a longer file is run in "
     "chunks of this many lines, each saved when done, so a rerun resumes after the last one.",
 )
-flags.DEFINE_bool("progress", None, "Progress bar on stderr; default: when stderr is a terminal.")
+flags.DEFINE_bool(
+    "progress", None, "Progress bar on stderr (files only); default: when stderr is a terminal."
+)
 flags.DEFINE_integer(
     "virtual_devices",
     0,
@@ -52,17 +57,22 @@ flags.register_validator(
 )
 
 
-def run_files(argv: list[str], *, task: str, verb: str, infer_files: Callable) -> None:
-    """One command's main: `infer_files(loaded, jobs, overwrite=, group_lines=, progress=)`
-    runs the planned jobs and returns the summary printed as `<verb> <summary>`."""
+def run_files(argv: list[str], *, task: str, verb: str, make_task: Callable) -> None:
+    """One command's main: ``make_task(loaded)`` is the command's task, run over the planned
+    files or the stream; the summary is printed as `<verb> <summary>`."""
     cli.check_command_line(argv, "model_dir", "input", "output")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.ERROR)
-    from trainer import distribution, infer  # TensorFlow starts here
+    from trainer import distribution, infer, infer_files  # TensorFlow starts here
 
     distribution.configure_devices(virtual_devices=FLAGS.virtual_devices)
+    stream = FLAGS.output == infer_files.STANDARD_STREAM
+    report = sys.stderr if stream else sys.stdout  # standard output holds only the outputs
     try:
-        jobs = infer.plan_jobs(FLAGS.input, FLAGS.output)
+        if stream:
+            source = infer_files.stream_input(FLAGS.input)
+        else:
+            jobs = infer.plan_jobs(FLAGS.input, FLAGS.output)
         loaded = infer.load_model_dir(
             FLAGS.model_dir,
             task=task,
@@ -70,15 +80,31 @@ def run_files(argv: list[str], *, task: str, verb: str, infer_files: Callable) -
             devices=distribution.local_devices(num_gpus=-1, virtual_devices=FLAGS.virtual_devices),
         )
         print(loaded.describe(), file=sys.stderr, flush=True)
-        summary = infer_files(
-            loaded,
-            jobs,
-            overwrite=FLAGS.overwrite,
-            group_lines=FLAGS.group_lines,
-            progress=FLAGS.progress,
-        )
+        if stream:
+            if source == infer_files.STANDARD_STREAM:
+                chunks = infer_files.iter_stream_chunks(sys.stdin.fileno(), FLAGS.group_lines)
+            else:
+                chunks = infer_files.iter_line_chunks(source, FLAGS.group_lines)
+            summary = infer.process_stream(loaded, make_task(loaded), chunks, _write_stdout)
+        else:
+            summary = infer.process_files(
+                loaded,
+                make_task(loaded),
+                jobs,
+                overwrite=FLAGS.overwrite,
+                group_lines=FLAGS.group_lines,
+                progress=FLAGS.progress,
+            )
     except infer.InferenceError as e:
         raise cli.UsageError(str(e), e.status) from None
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as `cat` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     for note in summary.notes():
-        print(note, flush=True)
-    print(f"{verb} {summary.describe()}", flush=True)
+        print(note, file=report, flush=True)
+    print(f"{verb} {summary.describe()}", file=report, flush=True)
+
+
+def _write_stdout(lines: list[str]) -> None:
+    sys.stdout.buffer.write("".join(f"{line}\n" for line in lines).encode("utf-8"))
+    sys.stdout.buffer.flush()

@@ -2,6 +2,7 @@
 
     python -m trainer.translate --model_dir=DIR --input='texts/*.en' --output=out/ \\
         [--beam_size=4 --alpha=0.6 --batch_tokens=4096 --checkpoint=best --overwrite]
+    echo "A man sleeps." | python -m trainer.translate --model_dir=DIR --input=- --output=-
 
 Rerunning the same command skips inputs whose output is complete, resumes a long input
 after its last saved chunk (--group_lines) and redoes the rest.
@@ -50,23 +51,22 @@ flags.register_validator(
 )
 
 
-def _translate(loaded, jobs, **common):
-    from trainer import infer
+def _translation(loaded):
+    from trainer import infer_tasks
 
-    return infer.translate_files(
+    return infer_tasks.Translation(
         loaded,
-        jobs,
         beam_size=FLAGS.beam_size,
         alpha=FLAGS.alpha,
         batch_tokens=FLAGS.batch_tokens,
         max_decode_length=FLAGS.max_decode_length,
-        **common,
+        cache=True,
     )
 
 
 def main(argv: list[str]) -> None:
     inference_flags.run_files(
-        argv, task=features.TRANSLATION, verb="translated", infer_files=_translate
+        argv, task=features.TRANSLATION, verb="translated", make_task=_translation
     )
 
 
