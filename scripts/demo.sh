@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded default corpus (no downloads, no ../shared):
 # bootstrap .venv, preprocess -> train the tiny Transformer -> translate held-out
-# sentences with beam search -> score them with sacreBLEU. Rerunning resumes training.
+# sentences with beam search -> score them with sacreBLEU -> pipe one sentence through
+# standard input. Rerunning resumes training.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -26,3 +27,7 @@ echo "== 4/4 score: sacreBLEU against the reference translations"
 # sed reads to the end: head would close the pipe early, and pipefail would end the script on paste's SIGPIPE.
 paste -d '\n' "$OUT/held_out/held_out.en" "$OUT/held_out/held_out.hyp.de" | sed -n 1,6p
 .venv/bin/sacrebleu "$OUT/held_out/held_out.de" -i "$OUT/held_out/held_out.hyp.de" -m bleu -w 1 -f text
+
+echo "== your own sentence: piped through standard input (--input=- --output=-)"
+echo "The old teacher gives the hungry cat an apple." |
+  $PY -m trainer.translate --model_dir="$OUT/model" --input=- --output=- --beam_size=4

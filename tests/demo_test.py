@@ -1,4 +1,5 @@
-"""The README's main command, scripts/demo.sh, end to end: preprocess, train, translate, score.
+"""The README's main command, scripts/demo.sh, end to end: preprocess, train, translate, score,
+then one sentence through standard input.
 
 Twenty training steps instead of the demo's 400, so it checks that every stage runs and hands
 the next what it needs, not that the model learns (tests/train_test.py and the demo itself do).
@@ -9,6 +10,7 @@ import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCORE_HEADER = "== 4/4 score: sacreBLEU against the reference translations"
+PIPE_HEADER = "== your own sentence: piped through standard input (--input=- --output=-)"
 
 
 def test_demo_runs_to_its_bleu_score(tmp_path):
@@ -28,3 +30,6 @@ def test_demo_runs_to_its_bleu_score(tmp_path):
     hypotheses = (out / "held_out" / "held_out.hyp.de").read_text(encoding="utf-8").splitlines()
     assert len(hypotheses) == len(sources) == 200
     assert preview == [line for pair in zip(sources[:3], hypotheses[:3]) for line in pair]
+    # Last, one sentence through standard input: one translation line, the summary on stderr.
+    assert lines[lines.index(PIPE_HEADER) + 1 :] == lines[-1:]
+    assert run.stderr.strip().splitlines()[-1].startswith("translated 1 line, 1 sentence, ")
