@@ -28,6 +28,7 @@ _STORAGE_ERRORS = {
 }
 _STORAGE_ERROR = re.compile("|".join(map(re.escape, _STORAGE_ERRORS)))
 STORAGE_ERROR_STATUS = 1
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 def storage_error(error: BaseException) -> str | None:
@@ -65,7 +66,8 @@ def fail(program: str, message: str, status: int = 2):
 def run_main(program: str, main: Callable[[list[str]], None], *, known_only: bool = False) -> None:
     """app.run with flag errors, UsageError and file-system errors reduced to one line on stderr.
 
-    Exit status 2 for a usage error, 1 when the disk is full or an output not writable.
+    Exit status 2 for a usage error, 1 when the disk is full or an output not writable,
+    130 after Ctrl-C ("PROGRAM: interrupted").
     """
 
     def parse(argv: list[str]) -> list[str]:
@@ -85,6 +87,9 @@ def run_main(program: str, main: Callable[[list[str]], None], *, known_only: boo
             main(argv)
         except UsageError as e:
             fail(program, str(e), e.status)
+        except KeyboardInterrupt:  # Ctrl-C: what is written is whole (atomic writes)
+            print(f"{program}: interrupted", file=sys.stderr)
+            sys.exit(INTERRUPTED_STATUS)
         except Exception as e:
             message = storage_error(e)
             if message is None:

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 
@@ -195,6 +196,30 @@ def test_classify_prints_one_file_to_standard_output_and_stops_when_it_closes(mo
     finally:
         process.kill()
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr[-3000:]
+
+
+def test_ctrl_c_ends_a_stream_with_one_line(model_dirs):
+    process = subprocess.Popen(
+        command("classify", f"--model_dir={model_dirs[1]}", "--input=-", "--output=-"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+        cwd=ROOT,
+    )
+    try:
+        process.stdin.write(f"{REVIEWS[0]}\n".encode())
+        process.stdin.flush()
+        ready, _, _ = select.select([process.stdout], [], [], 120)
+        assert ready, "no answer to a line while standard input stays open"
+        assert json.loads(process.stdout.readline())["label"] in ("negative", "positive")
+        process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert "Traceback" not in stderr.decode()
+    assert stderr.decode().strip().splitlines()[-1] == "classify: interrupted"
 
 
 @pytest.mark.parametrize(
