@@ -206,6 +206,9 @@ def test_ctrl_c_ends_a_stream_with_one_line(model_dirs):
         stderr=subprocess.PIPE,
         env=ENV,
         cwd=ROOT,
+        # As at a terminal: a background job of a non-interactive shell (CI) inherits SIGINT
+        # ignored, and Python then installs no KeyboardInterrupt handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         process.stdin.write(f"{REVIEWS[0]}\n".encode())
