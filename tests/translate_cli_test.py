@@ -226,6 +226,30 @@ def test_ctrl_c_ends_a_stream_with_one_line(model_dirs):
 
 
 @pytest.mark.parametrize(
+    "closed, message",
+    [
+        (0, "--input: cannot read standard input ([Errno 9] Bad file descriptor)"),
+        (1, "--output=-: cannot write standard output ([Errno 9] Bad file descriptor)"),
+    ],
+)
+def test_a_closed_standard_stream_is_one_line(closed, message, model_dirs):
+    result = subprocess.run(
+        command("translate", f"--model_dir={model_dirs[0]}", "--input=-", "--output=-"),
+        input=b"A dog runs.\n" if closed == 1 else None,
+        stdout=None if closed == 1 else subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+        cwd=ROOT,
+        timeout=300,
+        preexec_fn=lambda: os.close(closed),  # `<&-` / `>&-`
+    )
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == f"translate: error: {message}"
+
+
+@pytest.mark.parametrize(
     "program, flags, message",
     [
         ("translate", ["--model_dir=m", "--output=o"], "--input is required"),

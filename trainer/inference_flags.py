@@ -81,8 +81,8 @@ def run_files(argv: list[str], *, task: str, verb: str, make_task: Callable) -> 
         )
         print(loaded.describe(), file=sys.stderr, flush=True)
         if stream:
-            if source == infer_files.STANDARD_STREAM:
-                chunks = infer_files.iter_stream_chunks(sys.stdin.fileno(), FLAGS.group_lines)
+            if source == infer_files.STANDARD_STREAM:  # descriptor 0, also when it is closed
+                chunks = infer_files.iter_stream_chunks(0, FLAGS.group_lines)
             else:
                 chunks = infer_files.iter_line_chunks(source, FLAGS.group_lines)
             summary = infer.process_stream(loaded, make_task(loaded), chunks, _write_stdout)
@@ -106,5 +106,16 @@ def run_files(argv: list[str], *, task: str, verb: str, make_task: Callable) -> 
 
 
 def _write_stdout(lines: list[str]) -> None:
-    sys.stdout.buffer.write("".join(f"{line}\n" for line in lines).encode("utf-8"))
-    sys.stdout.buffer.flush()
+    """Writes to descriptor 1 itself: unbuffered, and also when Python found it closed."""
+    from trainer import infer_files
+
+    data = memoryview("".join(f"{line}\n" for line in lines).encode("utf-8"))
+    try:
+        while data:
+            data = data[os.write(1, data) :]
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        status = cli.STORAGE_ERROR_STATUS if cli.storage_error(e) else 2
+        message = f"--output=-: cannot write standard output ({infer_files.reason(e)})"
+        raise infer_files.InferenceError(message, status) from None
