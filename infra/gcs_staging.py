@@ -14,13 +14,13 @@ import os
 
 from pipeline import features
 from pipeline.cli import plural
+from pipeline.export_contract import TOKENIZER_INFO_FILE
 from trainer.config import CONFIG_FILE
 
 # Names in a trainer model dir. The trainer defines them in modules that import TensorFlow,
 # which a download should not wait for; tests/infra_gcs_staging_test.py checks they agree.
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "loss_curve.png"
-TOKENIZER_INFO_FILE = "tokenizer.json"
 BEST_DIR = "best"
 EXPORT_DIR = "export"  # the conventional place for `trainer.export --export_dir`
 RESULT_FILES = (CONFIG_FILE, METRICS_FILE, CURVE_FILE, TOKENIZER_INFO_FILE, features.TOKENIZER_FILE)

@@ -13,10 +13,11 @@ import json
 import tensorflow as tf
 
 from pipeline import features
+from pipeline.export_contract import TOKENIZER_INFO_FILE
 from trainer import reporting
 from trainer.config import CONFIG_FILE, TrainConfig
 
-TOKENIZER_INFO_FILE = "tokenizer.json"
+__all__ = ["TOKENIZER_INFO_FILE", "ModelDirError", "prepare_model_dir"]
 
 
 class ModelDirError(ValueError):
