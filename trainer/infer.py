@@ -75,6 +75,7 @@ __all__ = [
     "plan_jobs",
     "process_files",
     "process_stream",
+    "write_standard_output",
     "translate_files",
     "translate_lines",
 ]
@@ -394,9 +395,23 @@ def _writing(path: str) -> Iterator[None]:
         _raise_write_error(path, e)
 
 
-def _raise_write_error(path: str, error: BaseException):
+def _raise_write_error(path: str, error: BaseException, flag: str = "--output"):
     status = cli.STORAGE_ERROR_STATUS if cli.storage_error(error) else 2
-    raise InferenceError(f"--output: cannot write {path} ({reason(error)})", status) from None
+    raise InferenceError(f"{flag}: cannot write {path} ({reason(error)})", status) from None
+
+
+def write_standard_output(lines: list[str]) -> None:
+    """``process_stream``'s writer for ``--output=-``: to descriptor 1 itself, unbuffered,
+    and also when Python found it closed. BrokenPipeError (the reader went away) is left
+    to the caller; any other failure is the one-line ``--output=-`` error."""
+    data = memoryview("".join(f"{line}\n" for line in lines).encode("utf-8"))
+    try:
+        while data:
+            data = data[os.write(1, data) :]
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        _raise_write_error("standard output", e, flag="--output=-")
 
 
 def _run_lines(loaded, task, lines: Sequence[str], summary: Summary, bar) -> list[str]:

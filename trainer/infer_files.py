@@ -161,8 +161,11 @@ def iter_stream_chunks(fd: int, chunk_lines: int) -> Iterator[tuple[list[str], i
     A chunk ends at ``chunk_lines`` lines, and also whenever no more input is waiting,
     so a line typed or piped in one at a time is answered before the next one comes.
     """
+
+    def idle() -> bool:
+        return not select.select([fd], [], [], 0)[0]
+
     blocks = iter(lambda: os.read(fd, _BLOCK), b"")
-    idle = lambda: not select.select([fd], [], [], 0)[0]  # noqa: E731
     return _line_chunks(blocks, "standard input", chunk_lines, idle=idle)
 
 

@@ -85,7 +85,9 @@ def run_files(argv: list[str], *, task: str, verb: str, make_task: Callable) -> 
                 chunks = infer_files.iter_stream_chunks(0, FLAGS.group_lines)
             else:
                 chunks = infer_files.iter_line_chunks(source, FLAGS.group_lines)
-            summary = infer.process_stream(loaded, make_task(loaded), chunks, _write_stdout)
+            summary = infer.process_stream(
+                loaded, make_task(loaded), chunks, infer.write_standard_output
+            )
         else:
             summary = infer.process_files(
                 loaded,
@@ -98,24 +100,7 @@ def run_files(argv: list[str], *, task: str, verb: str, make_task: Callable) -> 
     except infer.InferenceError as e:
         raise cli.UsageError(str(e), e.status) from None
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as `cat` does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
+        sys.exit(1)  # nothing waits in sys.stdout's buffer: the outputs bypass it
     for note in summary.notes():
         print(note, file=report, flush=True)
     print(f"{verb} {summary.describe()}", file=report, flush=True)
-
-
-def _write_stdout(lines: list[str]) -> None:
-    """Writes to descriptor 1 itself: unbuffered, and also when Python found it closed."""
-    from trainer import infer_files
-
-    data = memoryview("".join(f"{line}\n" for line in lines).encode("utf-8"))
-    try:
-        while data:
-            data = data[os.write(1, data) :]
-    except BrokenPipeError:
-        raise
-    except OSError as e:
-        status = cli.STORAGE_ERROR_STATUS if cli.storage_error(e) else 2
-        message = f"--output=-: cannot write standard output ({infer_files.reason(e)})"
-        raise infer_files.InferenceError(message, status) from None
