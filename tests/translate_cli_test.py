@@ -34,16 +34,16 @@ def command(program: str, *flags: str) -> list[str]:
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 
 
-def run(program: str, *flags: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+def run(program: str, *flags: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        command(program, *flags),
-        capture_output=True,
-        text=True,
-        input=stdin,
-        timeout=300,
-        env=ENV,
-        cwd=ROOT,
+        command(program, *flags), capture_output=True, text=True, timeout=300, env=ENV, cwd=ROOT
     )
+
+
+def start(program: str, *flags: str, **options) -> subprocess.Popen:
+    """The command running, its three standard streams pipes (bytes)."""
+    pipes = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(command(program, *flags), env=ENV, cwd=ROOT, **pipes, **options)
 
 
 def assert_ok(result):
@@ -141,14 +141,7 @@ def test_translate_answers_each_line_of_standard_input_as_it_comes(model_dirs, t
     assert_ok(run("translate", *flags, f"--input={tmp_path}/in.en", f"--output={tmp_path}/o"))
     expected = read(tmp_path / "o")
 
-    process = subprocess.Popen(
-        command("translate", *flags, "--input=-", "--output=-"),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=ENV,
-        cwd=ROOT,
-    )
+    process = start("translate", *flags, "--input=-", "--output=-")
     try:
         answers = []
         for line in lines[:2]:
@@ -181,13 +174,7 @@ def test_classify_prints_one_file_to_standard_output_and_stops_when_it_closes(mo
     # A reader that goes away (`| head -1`) ends the command quietly, as it ends `cat`.
     many = tmp_path / "many.txt"
     many.write_text((REVIEWS[0] + "\n") * 400, encoding="utf-8")
-    process = subprocess.Popen(
-        command("classify", *flags, f"--input={many}", "--output=-", "--group_lines=10"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=ENV,
-        cwd=ROOT,
-    )
+    process = start("classify", *flags, f"--input={many}", "--output=-", "--group_lines=10")
     try:
         assert json.loads(process.stdout.readline())["label"] in ("negative", "positive")
         process.stdout.close()
@@ -199,13 +186,11 @@ def test_classify_prints_one_file_to_standard_output_and_stops_when_it_closes(mo
 
 
 def test_ctrl_c_ends_a_stream_with_one_line(model_dirs):
-    process = subprocess.Popen(
-        command("classify", f"--model_dir={model_dirs[1]}", "--input=-", "--output=-"),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=ENV,
-        cwd=ROOT,
+    process = start(
+        "classify",
+        f"--model_dir={model_dirs[1]}",
+        "--input=-",
+        "--output=-",
         # As at a terminal: a background job of a non-interactive shell (CI) inherits SIGINT
         # ignored, and Python then installs no KeyboardInterrupt handler.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
