@@ -1,13 +1,15 @@
 """Spot/preemption notices from a fake metadata server reach the trainer, which checkpoints and exits 42.
 
 The watcher functions are tested directly; then a real trainer subprocess on GCE
-(``TP_CLOUD=gce``) and on EC2 (``TP_CLOUD=ec2``) sees the fake flip after a few steps.
+(``TP_CLOUD=gce``) and on EC2 (``TP_CLOUD=ec2``) sees the fake flip after a few steps, and
+one on GCE still checkpoints on SIGTERM.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import urllib.error
 import urllib.request
 
@@ -57,37 +59,54 @@ def test_watchers_say_no_when_nothing_answers():
     assert preemption.ec2_spot_interrupted(base=closed) is False
 
 
+def _sigterm(process, server):
+    process.send_signal(signal.SIGTERM)
+
+
 @pytest.mark.slow
-def test_trainer_checkpoints_and_exits_42_on_a_gce_or_ec2_notice(ende_data, tmp_path):
-    # Both clouds at once: the trainers' start-up dominates, and it overlaps.
-    clouds = {
+def test_trainer_checkpoints_and_exits_42_on_a_gce_or_ec2_notice_or_sigterm(ende_data, tmp_path):
+    # Three trainers at once: their start-up dominates, and it overlaps. The third runs on
+    # "GCE" whose metadata never flips, and gets SIGTERM: a signal counts on a cloud too.
+    cases = {
         "gce": (
+            "gce",
             "GCE_METADATA_HOST_URL",
-            FakeMetadataServer.preempt,
-            "/computeMetadata/v1/instance/preempted",
+            lambda process, server: server.preempt(),
+            ("GET", "/computeMetadata/v1/instance/preempted"),
         ),
-        "ec2": ("EC2_METADATA_URL", FakeMetadataServer.interrupt_spot, "/latest/api/token"),
+        "ec2": (
+            "ec2",
+            "EC2_METADATA_URL",
+            lambda process, server: server.interrupt_spot(),
+            ("PUT", "/latest/api/token"),
+        ),
+        "gce-sigterm": (
+            "gce",
+            "GCE_METADATA_HOST_URL",
+            _sigterm,
+            ("GET", "/computeMetadata/v1/instance/preempted"),
+        ),
     }
-    servers = {cloud: FakeMetadataServer().__enter__() for cloud in clouds}
+    servers = {name: FakeMetadataServer().__enter__() for name in cases}
     processes = {}
     try:
-        for cloud, (url_variable, _, _) in clouds.items():
+        for name, (cloud, url_variable, _, _) in cases.items():
             flags = [
                 f"--data_dir={ende_data}",
-                f"--model_dir={tmp_path / cloud}",
+                f"--model_dir={tmp_path / name}",
                 *TINY,
                 "--strategy=one_device",
                 "--train_steps=2000",
                 "--checkpoint_every=10000",
                 "--eval_every=10000",
             ]
-            processes[cloud] = start(*flags, TP_CLOUD=cloud, **{url_variable: servers[cloud].url})
+            processes[name] = start(*flags, TP_CLOUD=cloud, **{url_variable: servers[name].url})
         outputs = {}
-        for cloud, (_, flip, _) in clouds.items():
-            outputs[cloud] = wait_for_step(processes[cloud], 5)
-            flip(servers[cloud])
-        for cloud, process in processes.items():
-            outputs[cloud] += process.communicate(timeout=180)[0]
+        for name, (_, _, act, _) in cases.items():
+            outputs[name] = wait_for_step(processes[name], 5)
+            act(processes[name], servers[name])
+        for name, process in processes.items():
+            outputs[name] += process.communicate(timeout=180)[0]
     finally:
         for process in processes.values():
             if process.poll() is None:
@@ -95,11 +114,43 @@ def test_trainer_checkpoints_and_exits_42_on_a_gce_or_ec2_notice(ende_data, tmp_
                 process.communicate()
         for server in servers.values():
             server.__exit__(None, None, None)
-    for cloud, (_, _, polled) in clouds.items():
-        output = outputs[cloud]
-        assert processes[cloud].returncode == 42, output[-3000:]
+    for name, (_, _, _, polled) in cases.items():
+        output = outputs[name]
+        assert processes[name].returncode == 42, f"{name}: {output[-3000:]}"
         assert "preempted: checkpoint saved" in output
-        saved = [f for f in os.listdir(tmp_path / cloud) if re.fullmatch(r"ckpt-\d+\.index", f)]
+        saved = [f for f in os.listdir(tmp_path / name) if re.fullmatch(r"ckpt-\d+\.index", f)]
         # One checkpoint, at or after the step the notice came: the notice's, not a periodic one.
-        assert len(saved) == 1 and int(saved[0][5:-6]) >= 5, saved
-        assert ("GET" if cloud == "gce" else "PUT", polled) in servers[cloud].requests
+        assert len(saved) == 1 and int(saved[0][5:-6]) >= 5, (name, saved)
+        assert polled in servers[name].requests, name
+
+
+def test_watcher_counts_sigterm_and_a_first_ctrl_c_and_leaves_an_ignored_sigint_alone():
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        watcher = preemption.PreemptionWatcher()
+        assert watcher() is False
+        watcher.install_signal_handlers()
+        assert signal.getsignal(signal.SIGINT) == watcher.on_signal
+        assert signal.getsignal(signal.SIGTERM) == watcher.on_signal
+        signal.raise_signal(signal.SIGINT)
+        assert watcher() is True and watcher.reason == "SIGINT"
+        # A second Ctrl-C stops at once.
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGTERM)
+        assert watcher.reason == "SIGINT"  # the first reason stands
+        watcher.restore_signal_handlers()
+        assert signal.getsignal(signal.SIGTERM) == previous[signal.SIGTERM]
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # e.g. a background job of a script
+        quiet = preemption.PreemptionWatcher()
+        quiet.install_signal_handlers()
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        signal.raise_signal(signal.SIGTERM)
+        assert quiet.reason == "SIGTERM"
+        quiet.restore_signal_handlers()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -323,18 +323,19 @@ class Trainer:
 
     def train(self) -> dict:
         releases: list[threading.Thread] = []  # previous epochs' iterators being destroyed
+        hook = preemption.PreemptionHook(
+            self.strategy, self.manager
+        )  # restores the latest checkpoint
         try:
-            return self._train(releases)
+            return self._train(hook, releases)
         finally:
+            hook.close()
             # A preemption exit too: no thread may still be inside TensorFlow as the process ends.
             for thread in releases:
                 thread.join()
 
-    def _train(self, releases: list[threading.Thread]) -> dict:
+    def _train(self, hook: preemption.PreemptionHook, releases: list[threading.Thread]) -> dict:
         cfg = self.config
-        hook = preemption.PreemptionHook(
-            self.strategy, self.manager
-        )  # restores the latest checkpoint
         step = self.state.step
         if self.manager.restored_path:
             print(f"resumed from {self.manager.restored_path} at step {step}", flush=True)
@@ -442,7 +443,6 @@ class Trainer:
                             self.manager.save(checkpoint_number=step)
                         stop = True
                         break
-        hook.close()
         if not self.chief and tf.io.gfile.exists(self.write_dir):
             tf.io.gfile.rmtree(self.write_dir)
         return {"step": step, "best": best, "metric": metric_name}

@@ -1,10 +1,11 @@
 """Preemption: notice that the machine is going away, checkpoint, exit with RELAUNCH_EXIT_CODE.
 
-Sources of notice, all polled by one watcher: SIGTERM (every platform), GCE metadata
+Sources of notice, all seen by one watcher: SIGTERM (every platform), GCE metadata
 ``instance/preempted`` and ``instance/maintenance-event``, EC2 IMDSv2
-``spot/instance-action``. Multi-worker runs hand the watcher to TF's
-PreemptionCheckpointHandler (the coordination service swallows SIGTERM otherwise,
-and its own defaults miss spot notices); single-process runs use it directly.
+``spot/instance-action``. Ctrl-C (SIGINT) takes the same path and exits with
+INTERRUPTED_STATUS instead. Every strategy hands the watcher to TF's
+PreemptionCheckpointHandler (the coordination service swallows SIGTERM otherwise, and the
+handler's defaults miss spot notices).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+
+from pipeline.cli import INTERRUPTED_STATUS
 
 RELAUNCH_EXIT_CODE = 42  # "preempted after a checkpoint: relaunch the same command to resume"
 
@@ -84,75 +87,104 @@ def detect_platform() -> str:
 class PreemptionHook:
     """Runs each training step under TF's PreemptionCheckpointHandler (every strategy).
 
-    Creating it restores the latest checkpoint (through the manager). On SIGTERM or a
-    cloud notice, all workers save at the same step and the process exits with
-    RELAUNCH_EXIT_CODE. grace_period=0: save at the next step, never wait for an hour.
+    Creating it restores the latest checkpoint (through the manager). On SIGTERM, a cloud
+    notice or Ctrl-C, all workers save at the same step and the process exits:
+    RELAUNCH_EXIT_CODE after a preemption, INTERRUPTED_STATUS after Ctrl-C (nothing to
+    relaunch). grace_period=0: save at the next step, never wait for an hour.
     """
 
     def __init__(self, strategy, manager, *, platform: str | None = None):
         import tensorflow as tf
 
         self.watcher = PreemptionWatcher(platform=platform or detect_platform())
-        watcher_fn = self.watcher.notice if self.watcher.platform != "none" else None
 
         def exit_fn():
+            if self.watcher.reason == "SIGINT":
+                print(
+                    f"interrupted: checkpoint saved; exiting with {INTERRUPTED_STATUS} "
+                    "(run the same command to resume)",
+                    flush=True,
+                )
+                sys.exit(INTERRUPTED_STATUS)
             print(
                 f"preempted: checkpoint saved; exiting with {RELAUNCH_EXIT_CODE} (relaunch to resume)",
                 flush=True,
             )
             sys.exit(RELAUNCH_EXIT_CODE)
 
+        # With a watcher function TF installs no SIGTERM handler of its own: the watcher's
+        # handlers count the signals, and TF polls it (about once a second).
         config = tf.distribute.experimental.TerminationConfig(
-            termination_watcher_fn=watcher_fn, exit_fn=exit_fn, grace_period=0
+            termination_watcher_fn=self.watcher, exit_fn=exit_fn, grace_period=0
         )
         resolver = getattr(strategy, "cluster_resolver", None)
         self.handler = tf.distribute.experimental.PreemptionCheckpointHandler(
             resolver, manager, termination_config=config
         )
+        self.watcher.install_signal_handlers()
 
     def run(self, step_fn, *args):
         return self.handler.run(step_fn, *args)
 
     def close(self) -> None:
-        self.watcher.stop()
+        self.watcher.restore_signal_handlers()
 
 
 class PreemptionWatcher:
-    """Sets ``requested`` on SIGTERM or a cloud preemption notice (polled in a daemon thread)."""
+    """Says whether training must checkpoint and stop, and why (``reason``).
 
-    def __init__(self, *, platform: str = "none", poll_seconds: float = 5.0):
+    Called as PreemptionCheckpointHandler's termination_watcher_fn. The reasons: SIGTERM
+    (every platform), SIGINT (Ctrl-C) and the cloud's notice (polled at each call on GCE
+    and EC2).
+    """
+
+    def __init__(self, *, platform: str = "none"):
         self.platform = platform
-        self.poll_seconds = poll_seconds
-        self.requested = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.reason: str | None = None
+        self._previous: dict[int, object] = {}
 
-    def install_signal_handler(self) -> None:
-        """Only for single-process runs: in multi-worker runs TF's handler owns SIGTERM."""
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: self.requested.set())
+    def __call__(self) -> bool:
+        if self.reason is None and self.notice():
+            logging.warning("preemption notice from %s metadata", self.platform)
+            self.reason = f"{self.platform} notice"
+        return self.reason is not None
 
     def notice(self) -> bool:
-        """One poll of the cloud; used as PreemptionCheckpointHandler's termination_watcher_fn."""
+        """One poll of the cloud's metadata service."""
         if self.platform == "gce":
             return gce_preempted()
         if self.platform == "ec2":
             return ec2_spot_interrupted()
         return False
 
-    def start(self) -> None:
-        if self.platform == "none" or self._thread:
+    def install_signal_handlers(self) -> None:
+        """Counts SIGTERM, and SIGINT unless it is ignored or handled by someone else.
+
+        Signals reach Python's main thread only. A multi-worker process needs the handler:
+        TF's coordination service swallows an unhandled SIGTERM.
+        """
+        if threading.current_thread() is not threading.main_thread():
             return
+        self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self.on_signal)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self.on_signal)
 
-        def poll():
-            while not self._stop.wait(self.poll_seconds):
-                if self.notice():
-                    logging.warning("preemption notice from %s metadata", self.platform)
-                    self.requested.set()
-                    return
+    def on_signal(self, signum: int, frame=None) -> None:
+        name = signal.Signals(signum).name
+        if self.reason is None:
+            self.reason = name
+        if signum == signal.SIGINT:
+            # A second Ctrl-C raises KeyboardInterrupt: stop at once, without the checkpoint.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            os.write(
+                2,
+                b"interrupted: saving a checkpoint after this step, then exiting "
+                b"(Ctrl-C again to stop at once)\n",
+            )
 
-        self._thread = threading.Thread(target=poll, name="preemption-watcher", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
+    def restore_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
