@@ -16,13 +16,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from pipeline import features, text
-from trainer import checkpoints, decode, infer, model_dir
+from trainer import checkpoints, decode, infer, infer_tasks, model_dir
 from trainer.infer_files import (
     count_lines,
     iter_line_chunks,
@@ -304,6 +305,22 @@ def test_a_crash_while_writing_leaves_no_partial_output(translator, tmp_path):
     assert read(out / "b.txt") == translate_alone(
         translator, SENTENCES[2:4], beam_size=1, alpha=0.6
     )
+
+
+def test_a_stream_summary_counts_working_time_not_the_wait_for_input(classifier):
+    task = infer_tasks.Classification(classifier, batch_size=4)
+    written: list[str] = []
+
+    def chunks():
+        yield ["a great film", "dull"], 0
+        time.sleep(2)  # nobody types
+        yield ["not bad at all"], 1
+
+    started = time.monotonic()
+    summary = infer.process_stream(classifier, task, chunks(), written.extend)
+    wall = time.monotonic() - started
+    assert len(written) == 3 and summary.lines == 3 and summary.undecodable == 1
+    assert 0 < summary.seconds <= wall - 2, (summary.seconds, wall)
 
 
 @pytest.mark.parametrize("group_lines", [1000, 2], ids=["pooled", "in chunks of 2 lines"])

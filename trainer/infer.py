@@ -274,14 +274,15 @@ def process_stream(
     output lines to ``write`` as soon as the chunk is done (``--output=-``: standard output).
 
     Nothing is saved or resumed; the chunks are those of ``infer_files.iter_stream_chunks``
-    or ``iter_line_chunks``.
+    or ``iter_line_chunks``. The summary's seconds are those spent on the chunks, not those
+    spent waiting for them (a person typing).
     """
     summary = Summary(task=task.task, truncated_to=loaded.max_length - 1)
-    started = time.monotonic()
-    for lines, undecodable in chunks:
+    for lines, undecodable in chunks:  # the wait for input is not counted in the rates
+        started = time.monotonic()
         summary.undecodable += undecodable
         write(_run_lines(loaded, task, lines, summary, bar=None))
-    summary.seconds = time.monotonic() - started
+        summary.seconds += time.monotonic() - started
     return summary
 
 
