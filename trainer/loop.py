@@ -10,8 +10,6 @@ so a resumed run continues the data order instead of replaying it.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
 import threading
 import time
@@ -334,6 +332,36 @@ class Trainer:
             for thread in releases:
                 thread.join()
 
+    def _no_batch_error(self) -> ValueError:
+        cfg = self.config
+        budget = (
+            f" within --batch_tokens={cfg.batch_tokens}" if cfg.task == features.TRANSLATION else ""
+        )
+        return ValueError(
+            f"--data_dir: the train split of {cfg.data_dir} yields no batch: "
+            f"no example fits --max_length={cfg.model.max_length}{budget}"
+        )
+
+    def _report_status(self, step: int, window: dict, run_start: float, start_step: int) -> float:
+        """Prints the status line and writes its TensorBoard scalars; -> the window's loss."""
+        cfg = self.config
+        elapsed = time.time() - window["start"]
+        window_weight = float(window["weight"])
+        loss = float(window["loss"]) / max(window_weight, 1.0)
+        rate = window_weight / max(elapsed, 1e-9)
+        lr = float(self.schedule(step - 1))
+        eta = (time.time() - run_start) / max(step - start_step, 1) * (cfg.train_steps - step)
+        unit = "tokens/s" if cfg.task == features.TRANSLATION else "examples/s"
+        line = reporting.status_line(
+            step=step, total=cfg.train_steps, loss=loss, tokens_per_sec=rate, lr=lr, eta=eta
+        )
+        if self.chief:
+            print(line.replace("tokens/s", unit), flush=True)
+        self.summaries.write(
+            "train", step, {"loss": loss, "learning_rate": lr, unit.replace("/", "_per_"): rate}
+        )
+        return loss
+
     def _train(self, hook: preemption.PreemptionHook, releases: list[threading.Thread]) -> dict:
         cfg = self.config
         step = self.state.step
@@ -364,17 +392,8 @@ class Trainer:
             while step < cfg.train_steps:
                 batches = self._next_batches(iterator)
                 if batches is None:
-                    if epoch_start:
-                        # An epoch with no batch at all would repeat forever.
-                        raise ValueError(
-                            f"--data_dir: the train split of {cfg.data_dir} yields no batch: "
-                            f"no example fits --max_length={cfg.model.max_length}"
-                            + (
-                                f" within --batch_tokens={cfg.batch_tokens}"
-                                if cfg.task == features.TRANSLATION
-                                else ""
-                            )
-                        )
+                    if epoch_start:  # an epoch with no batch at all would repeat forever
+                        raise self._no_batch_error()
                     self.state.epoch.assign_add(1)
                     self.state.batch_in_epoch.assign(0)
                     box, iterator = [iterator], None
@@ -390,36 +409,7 @@ class Trainer:
                 window["loss"] += loss_sum
                 window["weight"] += weight
                 if step % cfg.log_every == 0 or step == cfg.train_steps:
-                    elapsed = time.time() - window["start"]
-                    window_weight = float(window["weight"])
-                    last_train_loss = float(window["loss"]) / max(window_weight, 1.0)
-                    rate = window_weight / max(elapsed, 1e-9)
-                    lr = float(self.schedule(step - 1))
-                    eta = (
-                        (time.time() - run_start)
-                        / max(step - start_step, 1)
-                        * (cfg.train_steps - step)
-                    )
-                    unit = "tokens/s" if cfg.task == features.TRANSLATION else "examples/s"
-                    line = reporting.status_line(
-                        step=step,
-                        total=cfg.train_steps,
-                        loss=last_train_loss,
-                        tokens_per_sec=rate,
-                        lr=lr,
-                        eta=eta,
-                    )
-                    if self.chief:
-                        print(line.replace("tokens/s", unit), flush=True)
-                    self.summaries.write(
-                        "train",
-                        step,
-                        {
-                            "loss": last_train_loss,
-                            "learning_rate": lr,
-                            unit.replace("/", "_per_"): rate,
-                        },
-                    )
+                    last_train_loss = self._report_status(step, window, run_start, start_step)
                     window = new_status_window()
                 if step % cfg.checkpoint_every == 0 or step == cfg.train_steps:
                     self.manager.save(checkpoint_number=step)
@@ -428,9 +418,7 @@ class Trainer:
                     best, evals_without_gain = self._evaluate_and_record(
                         step, epoch, last_train_loss, best, evals_without_gain
                     )
-                    window["start"] += (
-                        time.time() - eval_start
-                    )  # evaluation is not training throughput
+                    window["start"] += time.time() - eval_start  # not training throughput
                     if (
                         cfg.early_stopping_patience
                         and evals_without_gain >= cfg.early_stopping_patience
@@ -505,31 +493,6 @@ def train_and_evaluate(config: TrainConfig, metadata: features.Metadata | None =
         print(f"exported {result['export_dir']}", flush=True)
     trainer.barrier()
     return result
-
-
-def _batching_summary(config: TrainConfig) -> str:
-    if config.task != features.TRANSLATION:
-        return ""
-    if config.xla:
-        return "batches: length buckets padded to their bounds (--xla); "
-    return "batches: pools packed to --batch_tokens; "
-
-
-def config_summary(config: TrainConfig) -> str:
-    m = config.model
-    return (
-        f"{config.preset} {m.task} model: {m.num_layers} layers, d_model {m.d_model}, {m.num_heads} heads, "
-        f"d_ff {m.d_ff}, vocab {m.vocab_size}; {config.precision}, strategy {config.strategy}; "
-        + _batching_summary(config)
-        + json.dumps(
-            {
-                k: v
-                for k, v in dataclasses.asdict(config).items()
-                if k
-                in ("train_steps", "batch_tokens", "batch_size", "warmup_steps", "learning_rate")
-            }
-        )
-    )
 
 
 if __name__ == "__main__":

@@ -178,7 +178,7 @@ class PreemptionWatcher:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             os.write(
                 2,
-                b"interrupted: saving a checkpoint after this step, then exiting "
+                b"interrupted: saving a checkpoint at the next training step, then exiting "
                 b"(Ctrl-C again to stop at once)\n",
             )
 

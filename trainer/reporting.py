@@ -7,10 +7,14 @@ a reset or duplicated steps.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
 import tensorflow as tf
+
+from pipeline import features
+from trainer.config import TrainConfig
 
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "loss_curve.png"
@@ -131,4 +135,29 @@ def status_line(
     return (
         f"step {step}/{total}  loss {loss:.4f}  tokens/s {tokens_per_sec:,.0f}  "
         f"lr {lr:.3g}  eta {format_eta(eta)}"
+    )
+
+
+def _batching_summary(config: TrainConfig) -> str:
+    if config.task != features.TRANSLATION:
+        return ""
+    if config.xla:
+        return "batches: length buckets padded to their bounds (--xla); "
+    return "batches: pools packed to --batch_tokens; "
+
+
+def config_summary(config: TrainConfig) -> str:
+    m = config.model
+    return (
+        f"{config.preset} {m.task} model: {m.num_layers} layers, d_model {m.d_model}, {m.num_heads} heads, "
+        f"d_ff {m.d_ff}, vocab {m.vocab_size}; {config.precision}, strategy {config.strategy}; "
+        + _batching_summary(config)
+        + json.dumps(
+            {
+                k: v
+                for k, v in dataclasses.asdict(config).items()
+                if k
+                in ("train_steps", "batch_tokens", "batch_size", "warmup_steps", "learning_rate")
+            }
+        )
     )

@@ -224,7 +224,7 @@ def main(argv: list[str]) -> None:
     cli.check_command_line(argv, "data_dir", "model_dir")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.WARNING)
-    from trainer import distribution, loop, model_dir_setup  # TensorFlow starts here
+    from trainer import distribution, loop, model_dir_setup, reporting  # TensorFlow starts here
 
     distribution.configure_devices(virtual_devices=FLAGS.virtual_devices)
     try:
@@ -233,7 +233,7 @@ def main(argv: list[str]) -> None:
         raise cli.UsageError(f"--data_dir: {str(e).splitlines()[0]}") from None
     try:
         config = config_from_flags(metadata)
-        print(loop.config_summary(config), flush=True)
+        print(reporting.config_summary(config), flush=True)
         result = loop.train_and_evaluate(config, metadata)
     except (features.MetadataError, model_dir_setup.ModelDirError, ValueError) as e:
         raise cli.UsageError(str(e).splitlines()[0]) from None
