@@ -35,6 +35,8 @@ def test_gce_watcher_sees_preemption_and_maintenance():
         server.preempt()
         assert preemption.gce_preempted(base=server.url) is True
     with FakeMetadataServer() as server:
+        server.schedule_maintenance("MIGRATE_ON_HOST_MAINTENANCE")  # live: the VM stays up
+        assert preemption.gce_preempted(base=server.url) is False
         server.schedule_maintenance("TERMINATE_ON_HOST_MAINTENANCE")
         assert preemption.gce_preempted(base=server.url) is True
         # The server insists on the header, as the real one does; the watcher sends it.

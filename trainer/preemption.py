@@ -40,13 +40,17 @@ def _get(
 
 
 def gce_preempted(base: str = GCE_METADATA) -> bool:
-    """True when GCE says this VM is preempted or about to undergo a disruptive maintenance."""
+    """True when GCE says this VM is preempted or about to be stopped for host maintenance.
+
+    A live migration (``MIGRATE_ON_HOST_MAINTENANCE``) keeps the VM and its processes
+    running: it is no reason to stop.
+    """
     headers = {"Metadata-Flavor": "Google"}
     status, body = _get(f"{base}/computeMetadata/v1/instance/preempted", headers=headers)
     if status == 200 and body.strip().upper() == "TRUE":
         return True
     status, body = _get(f"{base}/computeMetadata/v1/instance/maintenance-event", headers=headers)
-    return status == 200 and body.strip().upper() not in ("", "NONE")
+    return status == 200 and body.strip().upper().startswith("TERMINATE")
 
 
 def ec2_spot_interrupted(base: str = EC2_METADATA) -> bool:
