@@ -371,6 +371,35 @@ def test_sigterm_or_ctrl_c_checkpoints_and_relaunch_resumes(
     assert f"at step {saved_step}" in again.stdout
 
 
+def test_a_stop_during_evaluation_saves_that_step_and_the_relaunch_evaluates_it(
+    ende_data, tmp_path
+):
+    """SIGTERM while step 10 is evaluated (its first evaluation traces the decoder: seconds):
+    the evaluation is left, step 10 is saved unevaluated, and the relaunch evaluates it first.
+    Without that, the checkpoint would come after the whole evaluation, at step 11."""
+    model_dir = str(tmp_path / "m")
+    flags = [
+        f"--data_dir={ende_data}",
+        f"--model_dir={model_dir}",
+        *TINY,
+        "--eval_every=10",
+        "--checkpoint_every=1000",
+        "--eval_beam_size=4",
+    ]
+    process = start(*flags, "--train_steps=400")
+    wait_for_step(process, 10)  # the status line of step 10 comes just before its evaluation
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 42, out[-3000:]
+    assert "eval step" not in out, out[-3000:]
+    index = [f for f in os.listdir(model_dir) if f.startswith("ckpt-") and f.endswith(".index")]
+    assert index == ["ckpt-10.index"], index
+    again = train(*flags, "--train_steps=12")
+    assert_ok(again)
+    assert "at step 10" in again.stdout
+    assert [e["step"] for e in read_metrics(os.path.join(model_dir, "metrics.jsonl"))] == [10, 12]
+
+
 def test_sigterm_to_one_worker_stops_the_cluster_with_a_checkpoint(ende_data, tmp_path):
     model_dir = str(tmp_path / "m")
     extra = ("--train_steps=400", "--checkpoint_every=1000", "--eval_every=1000")

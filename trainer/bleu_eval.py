@@ -29,6 +29,10 @@ def _validation_examples(
     return out
 
 
+class EvaluationStopped(Exception):
+    """A stop (preemption, Ctrl-C) was asked for in the middle of an evaluation."""
+
+
 class BleuEvaluator:
     """Decodes the same validation sentences at every evaluation and scores them with sacreBLEU."""
 
@@ -58,13 +62,19 @@ class BleuEvaluator:
                 [s + [features.PAD_ID] * (width - len(s)) for s in chunk], dtype=np.int32
             )
 
-    def __call__(self, model, *, beam_size: int = 1, alpha: float = 0.6) -> dict:
+    def __call__(
+        self, model, *, beam_size: int = 1, alpha: float = 0.6, stop_asked=lambda: False
+    ) -> dict:
+        """-> bleu, its signature and the sentence count; raises ``EvaluationStopped``
+        between batches once ``stop_asked()`` says so."""
         key = (id(model), beam_size, alpha)
         if key not in self._translate:
             self._translate[key] = decode.make_translate_fn(model, beam_size=beam_size, alpha=alpha)
         translate = self._translate[key]
         hypotheses = []
         for batch in self._batches():
+            if stop_asked():
+                raise EvaluationStopped
             ids = translate(tf.constant(batch))
             if isinstance(ids, tuple | list):
                 ids = ids[0]

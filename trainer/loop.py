@@ -106,6 +106,8 @@ class Trainer:
         self._train_step = self._make_train_step()
         self._eval_step = self._make_eval_step()
         self._bleu = None
+        # Whether a stop was asked for: evaluation checks it between batches (set by train()).
+        self._stop_asked = lambda: False
 
     def data_splits(self) -> tuple[str, ...]:
         """The splits training reads: train, and validation when there is one."""
@@ -246,6 +248,8 @@ class Trainer:
         loss = correct = weight = 0.0
         iterator = iter(dataset)
         while True:
+            if self._stop_asked():
+                raise bleu_eval.EvaluationStopped
             optional = iterator.get_next_as_optional()
             if not optional.has_value():
                 break
@@ -259,7 +263,13 @@ class Trainer:
                     metadata=self.meta,
                     num_sentences=self.config.eval_bleu_sentences,
                 )
-            result.update(self._bleu(self.model, beam_size=self.config.eval_beam_size))
+            result.update(
+                self._bleu(
+                    self.model,
+                    beam_size=self.config.eval_beam_size,
+                    stop_asked=self._stop_asked,
+                )
+            )
         return result
 
     def quality_metric(self) -> tuple[str, bool]:
@@ -321,12 +331,14 @@ class Trainer:
 
     def train(self) -> dict:
         releases: list[threading.Thread] = []  # previous epochs' iterators being destroyed
-        hook = preemption.PreemptionHook(
-            self.strategy, self.manager
-        )  # restores the latest checkpoint
+        hook = preemption.PreemptionHook(self.strategy, self.manager)  # restores the latest one
+        if not distribution.is_multi_worker(self.strategy):
+            # One process can leave an evaluation halfway; workers of a cluster must all finish it.
+            self._stop_asked = hook.watcher.stop_asked
         try:
             return self._train(hook, releases)
         finally:
+            self._stop_asked = lambda: False
             hook.close()
             # A preemption exit too: no thread may still be inside TensorFlow as the process ends.
             for thread in releases:
@@ -372,10 +384,13 @@ class Trainer:
         best = self.metrics.best(metric_name, higher_is_better=higher)
         evals_without_gain = self.metrics.evaluations_since_best()
         if step and self.is_eval_step(step) and not self.metrics.has_step(step):
-            # Killed between this step's checkpoint and its evaluation: evaluate it now.
-            best, evals_without_gain = self._evaluate_and_record(
-                step, int(self.state.epoch.numpy()), None, best, evals_without_gain
-            )
+            # Stopped between this step's checkpoint and its evaluation: evaluate it now.
+            try:
+                best, evals_without_gain = self._evaluate_and_record(
+                    step, int(self.state.epoch.numpy()), None, best, evals_without_gain
+                )
+            except bleu_eval.EvaluationStopped:
+                hook.exit()
         window = new_status_window()
         run_start, start_step = time.time(), step
         last_train_loss = None
@@ -415,9 +430,15 @@ class Trainer:
                     self.manager.save(checkpoint_number=step)
                 if self.is_eval_step(step):
                     eval_start = time.time()
-                    best, evals_without_gain = self._evaluate_and_record(
-                        step, epoch, last_train_loss, best, evals_without_gain
-                    )
+                    try:
+                        best, evals_without_gain = self._evaluate_and_record(
+                            step, epoch, last_train_loss, best, evals_without_gain
+                        )
+                    except bleu_eval.EvaluationStopped:
+                        # This step, saved unevaluated: the relaunch evaluates it first.
+                        if not (step % cfg.checkpoint_every == 0 or step == cfg.train_steps):
+                            self.manager.save(checkpoint_number=step)
+                        hook.exit()
                     window["start"] += time.time() - eval_start  # not training throughput
                     if (
                         cfg.early_stopping_patience

@@ -101,25 +101,10 @@ class PreemptionHook:
         import tensorflow as tf
 
         self.watcher = PreemptionWatcher(platform=platform or detect_platform())
-
-        def exit_fn():
-            if self.watcher.reason == "SIGINT":
-                print(
-                    f"interrupted: checkpoint saved; exiting with {INTERRUPTED_STATUS} "
-                    "(run the same command to resume)",
-                    flush=True,
-                )
-                sys.exit(INTERRUPTED_STATUS)
-            print(
-                f"preempted: checkpoint saved; exiting with {RELAUNCH_EXIT_CODE} (relaunch to resume)",
-                flush=True,
-            )
-            sys.exit(RELAUNCH_EXIT_CODE)
-
         # With a watcher function TF installs no SIGTERM handler of its own: the watcher's
         # handlers count the signals, and TF polls it (about once a second).
         config = tf.distribute.experimental.TerminationConfig(
-            termination_watcher_fn=self.watcher, exit_fn=exit_fn, grace_period=0
+            termination_watcher_fn=self.watcher, exit_fn=self.exit, grace_period=0
         )
         resolver = getattr(strategy, "cluster_resolver", None)
         self.handler = tf.distribute.experimental.PreemptionCheckpointHandler(
@@ -129,6 +114,21 @@ class PreemptionHook:
 
     def run(self, step_fn, *args):
         return self.handler.run(step_fn, *args)
+
+    def exit(self) -> None:
+        """After the checkpoint: 130 after Ctrl-C, else RELAUNCH_EXIT_CODE."""
+        if self.watcher.reason == "SIGINT":
+            print(
+                f"interrupted: checkpoint saved; exiting with {INTERRUPTED_STATUS} "
+                "(run the same command to resume)",
+                flush=True,
+            )
+            sys.exit(INTERRUPTED_STATUS)
+        print(
+            f"preempted: checkpoint saved; exiting with {RELAUNCH_EXIT_CODE} (relaunch to resume)",
+            flush=True,
+        )
+        sys.exit(RELAUNCH_EXIT_CODE)
 
     def close(self) -> None:
         self.watcher.restore_signal_handlers()
@@ -151,6 +151,10 @@ class PreemptionWatcher:
         if self.reason is None and self.notice():
             logging.warning("preemption notice from %s metadata", self.platform)
             self.reason = f"{self.platform} notice"
+        return self.stop_asked()
+
+    def stop_asked(self) -> bool:
+        """Whether a signal or notice has come (no poll: TF's thread polls the cloud)."""
         return self.reason is not None
 
     def notice(self) -> bool:
