@@ -14,7 +14,7 @@ import os
 
 from pipeline import features
 from pipeline.cli import plural
-from pipeline.export_contract import TOKENIZER_INFO_FILE
+from pipeline.export_contract import EXPORT_SUBDIR, TOKENIZER_INFO_FILE
 from trainer.config import CONFIG_FILE
 
 # Names in a trainer model dir. The trainer defines them in modules that import TensorFlow,
@@ -22,7 +22,6 @@ from trainer.config import CONFIG_FILE
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "loss_curve.png"
 BEST_DIR = "best"
-EXPORT_DIR = "export"  # the conventional place for `trainer.export --export_dir`
 RESULT_FILES = (CONFIG_FILE, METRICS_FILE, CURVE_FILE, TOKENIZER_INFO_FILE, features.TOKENIZER_FILE)
 
 
@@ -150,9 +149,9 @@ def fetch_plan(client, *, model_dir: str, dest: str) -> tuple[list[Transfer], li
         )
     wanted = [f"{base}{name}" for name in RESULT_FILES]
     missing = [name for name in RESULT_FILES if f"{base}{name}" not in names]
-    wanted += sorted(n for n in names if n.startswith(f"{base}{EXPORT_DIR}/"))
-    if not any(n.startswith(f"{base}{EXPORT_DIR}/") for n in names):
-        missing.append(f"{EXPORT_DIR}/")
+    wanted += sorted(n for n in names if n.startswith(f"{base}{EXPORT_SUBDIR}/"))
+    if not any(n.startswith(f"{base}{EXPORT_SUBDIR}/") for n in names):
+        missing.append(f"{EXPORT_SUBDIR}/")
     state = f"{base}{BEST_DIR}/checkpoint"
     checkpoint = (
         best_checkpoint_name(bucket.blob(state).download_as_text()) if state in names else None
@@ -209,7 +208,7 @@ def fetch(*, model_dir: str, dest: str, project: str | None = None, dry_run: boo
     if dry_run:
         names = [
             *RESULT_FILES,
-            f"{EXPORT_DIR}/**",
+            f"{EXPORT_SUBDIR}/**",
             f"{BEST_DIR}/checkpoint and the checkpoint it names",
         ]
         for name in names:

@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from pipeline import features
+from pipeline.export_contract import EXPORT_SUBDIR
 from trainer import (
     bleu_eval,
     checkpoints,
@@ -474,9 +475,6 @@ def drop_in_background(box: list) -> threading.Thread:
     return thread
 
 
-EXPORT_DIR = "export"
-
-
 def train_and_evaluate(config: TrainConfig, metadata: features.Metadata | None = None) -> dict:
     """Trains (or resumes) the run in ``config.model_dir``, then exports the model.
 
@@ -506,7 +504,7 @@ def train_and_evaluate(config: TrainConfig, metadata: features.Metadata | None =
             average = kept
         result["export_dir"] = export.export_model(
             model_dir=config.model_dir,
-            export_dir=f"{config.model_dir}/{EXPORT_DIR}",
+            export_dir=f"{config.model_dir}/{EXPORT_SUBDIR}",
             checkpoint="best",
             average_last=average,
             overwrite=True,

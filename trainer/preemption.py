@@ -186,8 +186,7 @@ class PreemptionWatcher:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             os.write(
                 2,
-                b"interrupted: saving a checkpoint at the next training step, then exiting "
-                b"(Ctrl-C again to stop at once)\n",
+                b"interrupted: saving a checkpoint, then exiting (Ctrl-C again to stop at once)\n",
             )
 
     def restore_signal_handlers(self) -> None:
