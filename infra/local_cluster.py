@@ -6,9 +6,9 @@
 The same multi-worker path the clouds run (``--strategy=multi_worker``, TF_CONFIG on
 free localhost ports). Each output line is prefixed with its worker's index. SIGINT and
 SIGTERM are forwarded to every worker (they checkpoint and exit, 42 after SIGTERM and 130
-after SIGINT; a second signal kills them). When a worker exits non-zero the others are stopped and the command
-exits with that worker's status (42: preempted after a checkpoint; 128+N: killed by
-signal N). With --relaunch_on_preemption a 42 relaunches the whole cluster, which
+after SIGINT; a second signal kills them). When a worker exits non-zero the others are
+stopped and the command exits with that worker's status (42: preempted after a checkpoint;
+128+N: killed by signal N). With --relaunch_on_preemption a 42 relaunches the whole cluster, which
 resumes from the checkpoint.
 """
 

@@ -50,12 +50,12 @@ from pipeline.export_contract import (
     OUTPUT_KEYS,
     SAVED_MODEL_FILE,
     SIGNATURE_FOR_TASK,
+    TOKENIZER_INFO_FILE,
     TRANSLATE,
 )
 from trainer import atomic_dirs, checkpoint_average, decode
 from trainer.config import CONFIG_FILE, TrainConfig
 from trainer.model import build_model
-from trainer.model_dir_setup import TOKENIZER_INFO_FILE
 
 PROGRAM = "export"
 

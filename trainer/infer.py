@@ -10,10 +10,10 @@ encoded with EOS and cut to the model's `max_length` (the first `max_length - 1`
 plus EOS, as the trainer cuts long inputs; counted). The lines of a group of files are
 sorted by length into token-budget batches, run through the model, and put back in
 input order: output line i belongs to input line i, and an empty input line gives an
-empty output line (classification: `{}`) without reaching the model. Translation output never depends on
-which batch a line landed in, with one exception: with beam search and the default
-length limit, a hypothesis that runs past its source's limit without EOS (a
-degenerate model) may differ. Classification writes one JSON object per line,
+empty output line (classification: `{}`) without reaching the model. Translation
+output never depends on which batch a line landed in, with one exception: with beam
+search and the default length limit, a hypothesis that runs past its source's limit
+without EOS (a degenerate model) may differ. Classification writes one JSON object per line,
 `{"label": "positive", "probability": 0.912345, "probabilities": [0.087655, 0.912345]}`
 (probabilities rounded to 6 places; `probability` is the label's).
 
@@ -24,10 +24,10 @@ soon as it is done; the output is assembled from them at the end. A rerun skips 
 whose output exists with the input's line count, resumes a long input after its last
 saved chunk (when the model and decoding settings are the same), and redoes the rest;
 `overwrite=True` redoes all. `process_stream` runs standard input (or one file) to
-standard output instead, chunk by chunk, with nothing saved. Loading the model dir lives in trainer/model_dir.py;
-naming, reading and the atomic writes in trainer/infer_files.py; batching and the
-replicas' threads in trainer/infer_batches.py; what a translation or classification
-does with a batch in trainer/infer_tasks.py.
+standard output instead, chunk by chunk, with nothing saved. Loading the model dir
+lives in trainer/model_dir.py; naming, reading and the atomic writes in
+trainer/infer_files.py; batching and the replicas' threads in trainer/infer_batches.py;
+what a translation or classification does with a batch in trainer/infer_tasks.py.
 
 With several devices (GPUs, or logical CPUs) each device holds its own copy of the
 model and its own thread takes the next batch, so no device waits for another.

@@ -2,7 +2,8 @@
 
 A task holds one traced tf.function per replica (cached on the `LoadedModel`, so a second
 run with the same settings does not trace again), plans its batches (`infer_batches`), and
-turns one row of a batch's result into an output line. trainer/infer.py drives it over files.
+turns one row of a batch's result into an output line. trainer/infer.py drives it over
+files or a stream.
 """
 
 from __future__ import annotations

@@ -293,6 +293,9 @@ class Trainer:
     def is_eval_step(self, step: int) -> bool:
         return step % self.config.eval_every == 0 or step == self.config.train_steps
 
+    def is_checkpoint_step(self, step: int) -> bool:
+        return step % self.config.checkpoint_every == 0 or step == self.config.train_steps
+
     def _evaluate_and_record(
         self,
         step: int,
@@ -427,7 +430,7 @@ class Trainer:
                 if step % cfg.log_every == 0 or step == cfg.train_steps:
                     last_train_loss = self._report_status(step, window, run_start, start_step)
                     window = new_status_window()
-                if step % cfg.checkpoint_every == 0 or step == cfg.train_steps:
+                if self.is_checkpoint_step(step):
                     self.manager.save(checkpoint_number=step)
                 if self.is_eval_step(step):
                     eval_start = time.time()
@@ -437,7 +440,7 @@ class Trainer:
                         )
                     except bleu_eval.EvaluationStopped:
                         # This step, saved unevaluated: the relaunch evaluates it first.
-                        if not (step % cfg.checkpoint_every == 0 or step == cfg.train_steps):
+                        if not self.is_checkpoint_step(step):
                             self.manager.save(checkpoint_number=step)
                         hook.exit()
                     window["start"] += time.time() - eval_start  # not training throughput
@@ -449,7 +452,7 @@ class Trainer:
                             f"early stopping: {metric_name} has not improved in {evals_without_gain} evaluations",
                             flush=True,
                         )
-                        if step % cfg.checkpoint_every:
+                        if not self.is_checkpoint_step(step):
                             self.manager.save(checkpoint_number=step)
                         stop = True
                         break

@@ -22,11 +22,11 @@ import keras
 import tensorflow as tf
 
 from pipeline import features, tokenizer
+from pipeline.export_contract import TOKENIZER_INFO_FILE
 from trainer import checkpoint_average, distribution
 from trainer.config import CONFIG_FILE, TrainConfig
 from trainer.infer_files import InferenceError
 from trainer.model import build_model
-from trainer.model_dir_setup import TOKENIZER_INFO_FILE
 
 CHECKPOINT_CHOICES = ("best", "latest")
 

@@ -17,8 +17,6 @@ from pipeline.export_contract import TOKENIZER_INFO_FILE
 from trainer import reporting
 from trainer.config import CONFIG_FILE, TrainConfig
 
-__all__ = ["TOKENIZER_INFO_FILE", "ModelDirError", "prepare_model_dir"]
-
 
 class ModelDirError(ValueError):
     """A model dir that cannot be used with this data or config (one clear line)."""

@@ -26,6 +26,7 @@ import tensorflow as tf
 from absl import flags, logging
 
 from pipeline import cli, features
+from pipeline.export_contract import TOKENIZER_INFO_FILE
 from trainer import atomic_dirs, bleu_eval, checkpoint_average, input_pipeline, model_dir
 from trainer.infer_files import InferenceError
 from trainer.model import build_model
@@ -109,7 +110,7 @@ def tune(
         meta = features.load_metadata(data_dir)
     except features.MetadataError as e:
         raise InferenceError(f"--data_dir: {e}") from None
-    with tf.io.gfile.GFile(f"{directory}/{model_dir.TOKENIZER_INFO_FILE}") as f:
+    with tf.io.gfile.GFile(f"{directory}/{TOKENIZER_INFO_FILE}") as f:
         model_sha = json.load(f)["sha256"]
     if meta.tokenizer.sha256 != model_sha:
         raise InferenceError(
