@@ -11,6 +11,7 @@ runs to its own source's length limit (max_length 128 keeps the limits distinct)
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ import tensorflow as tf
 from pipeline import features, text
 from trainer import checkpoints, decode, infer, infer_tasks, model_dir
 from trainer.infer_files import (
+    SavedChunks,
     count_lines,
     iter_line_chunks,
     iter_stream_chunks,
@@ -612,6 +614,71 @@ def test_chunked_and_pooled_runs_write_the_same_bytes(translator, tmp_path):
         outputs[group_lines] = {name: (out / name).read_bytes() for name in sorted(os.listdir(out))}
     assert sorted(outputs[2]) == sorted(files)
     assert outputs[2] == outputs[1000]
+
+
+@pytest.mark.parametrize(
+    "group_lines, model",
+    [(1000, "translator"), (3, "two_replicas")],
+    ids=["pooled", "in chunks of 3 lines, two replicas"],
+)
+def test_runs_stopped_between_batches_save_their_lines_and_end_as_one_run_would(
+    group_lines, model, request, tmp_path
+):
+    loaded = request.getfixturevalue(model)
+    files = mixed_inputs(tmp_path)
+    write_inputs(tmp_path / "in", files)
+    pattern = str(tmp_path / "in" / "*.txt")
+
+    def run(out, stop=None, **kwargs):
+        return infer.translate_files(
+            loaded,
+            plan_jobs(pattern, str(out) + "/"),
+            beam_size=1,
+            batch_tokens=1,  # a batch per sentence
+            group_lines=group_lines,
+            progress=False,
+            log=lambda message: None,
+            stop=stop,
+            **kwargs,
+        )
+
+    def stop_asked_late():  # in the middle of a group or chunk, after a few batches
+        asked = itertools.count(1)
+        return lambda: next(asked) >= (4 if group_lines == 1000 else 3)
+
+    run(tmp_path / "whole")
+    out = tmp_path / "stopped"
+    runs = [run(out, stop_asked_late())]
+    assert runs[0].stopped
+    left = sorted(os.listdir(out))
+    assert any(n.startswith(".parts-") for n in left) and set(left) < {*files, *parts(files)}
+    if group_lines == 1000:  # a partial saved under other settings is not reused
+        shutil.copytree(out, tmp_path / "other")
+        assert run(tmp_path / "other", alpha=1.0).resumed_lines == 0
+    while runs[-1].stopped:  # as a spot VM preempted again and again
+        runs.append(run(out, stop_asked_late()))
+        assert len(runs) < 30
+    assert len(runs) >= 3 and sum(r.saved_at_stop > 0 for r in runs) >= 2
+    if group_lines == 1000:  # one group: each run takes up the lines the one before saved
+        for before, after in zip(runs, runs[1:]):
+            assert after.resumed_lines == before.saved_at_stop > 0
+    whole = {n: (tmp_path / "whole" / n).read_bytes() for n in files}
+    assert {n: (out / n).read_bytes() for n in sorted(os.listdir(out))} == whole
+
+
+def parts(names):
+    return [f".parts-{name}" for name in names]
+
+
+def test_a_partial_chunk_that_does_not_fit_is_ignored(tmp_path):
+    saved = SavedChunks(str(tmp_path / "out.txt"))
+    saved.save_partial(2, 5, {0: "a", 4: "e"})
+    assert saved.load_partial(2, 5) == {0: "a", 4: "e"}
+    assert saved.load_partial(2, 6) == {} and saved.load_partial(1, 5) == {}
+    path = tmp_path / ".parts-out.txt" / "partial-00002.json"
+    for bad in ('{"lines": 5, "outputs": [[7, "x"]]}', '{"lines": 5, "outputs": [[0, 1]]}', "{"):
+        path.write_text(bad)
+        assert saved.load_partial(2, 5) == {}
 
 
 def test_lines_are_read_and_written_as_the_contract_says(tmp_path):

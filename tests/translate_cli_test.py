@@ -14,10 +14,13 @@ import select
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+from tests.fake_metadata import FakeMetadataServer
 from tests.infer_test import LONG_LINE, MAX_LENGTH, REVIEWS, SENTENCES, train_models
+from tests.tiny_models import own_stderr_lines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,7 +46,8 @@ def run(program: str, *flags: str) -> subprocess.CompletedProcess:
 def start(program: str, *flags: str, **options) -> subprocess.Popen:
     """The command running, its three standard streams pipes (bytes)."""
     pipes = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    return subprocess.Popen(command(program, *flags), env=ENV, cwd=ROOT, **pipes, **options)
+    options.setdefault("env", ENV)
+    return subprocess.Popen(command(program, *flags), cwd=ROOT, **pipes, **options)
 
 
 def assert_ok(result):
@@ -109,6 +113,68 @@ def test_translate_many_files_on_two_devices_then_resume_and_overwrite(model_dir
     assert_ok(chunked)
     assert f"wrote {out}/b.en (4 lines, 2 chunks)" in chunked.stderr
     assert {name: read(out / name) for name in inputs} == on_two_devices
+
+
+@pytest.mark.parametrize(
+    "stop, status, why",
+    [
+        ("SIGTERM", 42, "stopped (SIGTERM)"),
+        ("SIGINT", 130, "interrupted"),
+        ("spot notice", 42, "stopped (ec2 notice)"),
+    ],
+    ids=["SIGTERM", "Ctrl-C", "EC2 spot notice"],
+)
+def test_a_stopped_translation_saves_its_lines_and_the_same_command_finishes_it(
+    stop, status, why, model_dirs, tmp_path
+):
+    source = tmp_path / "long.en"
+    source.write_text("".join(f"{SENTENCES[i % 7]} {i}\n" for i in range(150)), encoding="utf-8")
+    flags = [
+        f"--model_dir={model_dirs[0]}",
+        f"--input={source}",
+        "--beam_size=1",
+        "--batch_tokens=1",  # a batch per sentence: many points to stop at
+        "--group_lines=30",
+    ]
+    out = tmp_path / "out.de"
+    with FakeMetadataServer() as server:
+        process = start(
+            "translate",
+            *flags,
+            f"--output={out}",
+            # As at a terminal (a background job of a non-interactive shell ignores SIGINT).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            env=dict(ENV, TP_CLOUD="ec2", EC2_METADATA_URL=server.url),
+        )
+        try:
+            first_chunk = tmp_path / ".parts-out.de" / "part-00000"
+            deadline = time.monotonic() + 120
+            while not first_chunk.exists() and process.poll() is None:
+                assert time.monotonic() < deadline, "no chunk saved in 120 s"
+                time.sleep(0.05)
+            if stop == "spot notice":
+                server.interrupt_spot()
+            else:
+                process.send_signal(getattr(signal, stop))
+            stdout, stderr = process.communicate(timeout=120)
+        finally:
+            process.kill()
+    stderr = own_stderr_lines(stderr.decode())
+    assert process.returncode == status, stderr[-5:]
+    assert stderr[-1].startswith(f"{why}: the outputs written are whole and ")
+    assert stderr[-1].endswith(f"exiting with {status} (run the same command to resume)")
+    done = int(stdout.decode().removeprefix("translated 1 file, ").split(" lines")[0])
+    assert 30 <= done < 150  # the lines done before the stop, no more
+    assert not out.exists()
+
+    resumed = run("translate", *flags, f"--output={out}")
+    assert_ok(resumed)
+    assert "lines reused from saved chunks)" in resumed.stdout
+    assert sorted(os.listdir(tmp_path)) == ["long.en", "out.de"]  # the saved chunks gone
+    if stop == "SIGTERM":  # the same bytes as a run never stopped
+        whole = run("translate", *flags, f"--output={tmp_path / 'whole.de'}")
+        assert_ok(whole)
+        assert out.read_bytes() == (tmp_path / "whole.de").read_bytes()
 
 
 def test_classify_writes_json_lines(model_dirs, tmp_path):

@@ -23,7 +23,9 @@ chunk's output is saved (atomically, beside the output: `infer_files.SavedChunks
 soon as it is done; the output is assembled from them at the end. A rerun skips inputs
 whose output exists with the input's line count, resumes a long input after its last
 saved chunk (when the model and decoding settings are the same), and redoes the rest;
-`overwrite=True` redoes all. `process_stream` runs standard input (or one file) to
+`overwrite=True` redoes all. A ``stop`` callable, asked after each batch, ends a run
+early with the lines the unfinished group or chunk has saved as a partial chunk, which
+the rerun takes up. `process_stream` runs standard input (or one file) to
 standard output instead, chunk by chunk, with nothing saved. Loading the model dir
 lives in trainer/model_dir.py; naming, reading and the atomic writes in
 trainer/infer_files.py; batching and the replicas' threads in trainer/infer_batches.py;
@@ -97,8 +99,10 @@ class Summary:
     truncated: int = 0
     truncated_to: int = 0
     undecodable: int = 0  # lines with bytes that are not UTF-8
-    resumed_lines: int = 0  # lines of long inputs whose saved chunks were reused
+    resumed_lines: int = 0  # lines whose output a run before this one had saved
     seconds: float = 0.0
+    stopped: bool = False  # a stop was asked for: the outputs left are not all written
+    saved_at_stop: int = 0  # output lines of unfinished chunks saved when it stopped
 
     def describe(self) -> str:
         seconds = max(self.seconds, 1e-9)
@@ -130,6 +134,15 @@ class Summary:
             undecodable = cli.plural(self.undecodable, "line")
             notes.append(f"{undecodable} had bytes that are not UTF-8 (now U+FFFD)")
         return notes
+
+
+class Stopped(Exception):
+    """A stop was asked for between batches; ``finished`` maps the index of each line whose
+    output is done (empty lines aside) to that output."""
+
+    def __init__(self, finished: dict[int, str] | None = None):
+        super().__init__("stopped between batches")
+        self.finished = finished or {}
 
 
 # ----------------------------------------------------------------------------- files
@@ -209,6 +222,7 @@ def process_files(
     group_lines: int = DEFAULT_GROUP_LINES,
     log: Callable[[str], None] | None = None,
     before_rename: Callable[[str], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Summary:
     """Runs ``task`` over the jobs whose output is not complete (all with ``overwrite``).
 
@@ -218,6 +232,10 @@ def process_files(
     they finish (see the module docstring). ``progress``: a bar on stderr, in lines
     (None: when stderr is a terminal). ``log`` gets the skip / resume / redo / wrote lines
     (default: stderr). ``before_rename`` is passed to ``write_atomically``.
+
+    ``stop()`` is asked after each batch: once it says True, the output lines the
+    unfinished group or chunk already has are saved (``SavedChunks.save_partial``) and
+    the summary comes back with ``stopped``; a rerun picks them up.
     """
     if group_lines < 1:
         raise ValueError(f"group_lines={group_lines} must be positive")
@@ -249,15 +267,17 @@ def process_files(
         mininterval=1.0,
         dynamic_ncols=True,
     )
+    run = _Run(loaded, task, group_lines, summary, bar, log, before_rename, stop)
     try:
         for group in _groups(pending, group_lines):
+            if stop is not None and stop():
+                raise Stopped()
             if len(group) == 1 and group[0][1] > group_lines:
-                job, lines = group[0]
-                _process_in_chunks(
-                    loaded, task, job, lines, group_lines, summary, bar, log, before_rename
-                )
+                _process_in_chunks(run, *group[0])
             else:
-                _process_group(loaded, task, group, summary, bar, log, before_rename)
+                _process_group(run, group)
+    except Stopped:
+        summary.stopped = True
     finally:
         bar.close()
     summary.seconds = time.monotonic() - started
@@ -335,56 +355,120 @@ def _groups(
         yield group
 
 
-def _process_group(loaded, task, group, summary, bar, log, before_rename) -> None:
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What every group and chunk of one ``process_files`` call runs with."""
+
+    loaded: LoadedModel
+    task: Task
+    chunk_lines: int
+    summary: Summary
+    bar: tqdm
+    log: Callable[[str], None]
+    before_rename: Callable[[str], None] | None
+    stop: Callable[[], bool] | None
+
+    def manifest(self, job: FileJob, lines: int) -> dict:
+        """What an input's saved chunks are made from (a file of ``chunk_lines`` lines or
+        fewer is chunk 0 of itself)."""
+        return {
+            "input": job.input,
+            "input_lines": lines,
+            "chunk_lines": self.chunk_lines,
+            "task": self.task.task,
+            "checkpoint": self.loaded.checkpoint,
+            "settings": self.task.settings,
+        }
+
+    def lines(self, texts: Sequence[str], known: dict[int, str]) -> list[str]:
+        return _run_lines(
+            self.loaded, self.task, texts, self.summary, self.bar, known=known, stop=self.stop
+        )
+
+
+def _process_group(run: _Run, group: list[tuple[FileJob, int]]) -> None:
+    """Files pooled into one batching; each written when all are done. The lines a
+    stopped run saved of them are reused, and a stop saves theirs."""
     texts: list[str] = []
-    spans: list[tuple[FileJob, int, int]] = []
-    for job, _ in group:
-        lines, undecodable = read_lines(job.input)
-        summary.undecodable += undecodable
-        spans.append((job, len(texts), len(lines)))
-        texts.extend(lines)
-    outputs = _run_lines(loaded, task, texts, summary, bar)
-    for job, start, count in spans:
+    known: dict[int, str] = {}
+    spans: list[tuple[FileJob, int, int, SavedChunks | None]] = []
+    for job, lines in group:
+        saved = SavedChunks(job.output)
+        start = len(texts)
+        if saved.exists():
+            with _writing(saved.dir):
+                saved.start(run.manifest(job, lines))
+            finished = saved.load_partial(0, lines)
+            if finished:
+                run.log(f"resuming {job.input}: {cli.plural(len(finished), 'line')} saved")
+            known.update((start + i, line) for i, line in finished.items())
+        else:
+            saved = None
+        chunk, undecodable = read_lines(job.input)
+        run.summary.undecodable += undecodable
+        spans.append((job, start, len(chunk), saved))
+        texts.extend(chunk)
+    try:
+        outputs = run.lines(texts, known)
+    except Stopped as stopped:
+        for job, start, count, saved in spans:
+            finished = {
+                i - start: line
+                for i, line in stopped.finished.items()
+                if start <= i < start + count
+            }
+            if finished:
+                saved = saved or SavedChunks(job.output)
+                with _writing(saved.dir):
+                    saved.start(run.manifest(job, count))
+                    saved.save_partial(0, count, finished)
+                run.summary.saved_at_stop += len(finished)
+        raise
+    for job, start, count, saved in spans:
         with _writing(job.output):
             write_lines_atomically(
-                job.output, outputs[start : start + count], before_rename=before_rename
+                job.output, outputs[start : start + count], before_rename=run.before_rename
             )
-        log(f"wrote {job.output} ({count} lines)")
+        if saved is not None:
+            saved.remove()
+        run.log(f"wrote {job.output} ({count} lines)")
 
 
-def _process_in_chunks(loaded, task, job, lines, chunk_lines, summary, bar, log, before_rename):
-    """One long input, chunk by chunk: saved chunks of an earlier run are reused."""
+def _process_in_chunks(run: _Run, job: FileJob, lines: int) -> None:
+    """One long input, chunk by chunk: saved chunks (and partial chunks) of an earlier run
+    are reused; a stop saves the unfinished chunk's lines."""
     saved = SavedChunks(job.output)
-    chunks = -(-lines // chunk_lines)
-    manifest = {
-        "input": job.input,
-        "input_lines": lines,
-        "chunk_lines": chunk_lines,
-        "task": task.task,
-        "checkpoint": loaded.checkpoint,
-        "settings": task.settings,
-    }
+    chunks = -(-lines // run.chunk_lines)
     with _writing(saved.dir):
-        if saved.start(manifest):
-            log(f"resuming {job.input}: found saved chunks in {saved.dir}")
+        if saved.start(run.manifest(job, lines)):
+            run.log(f"resuming {job.input}: found saved chunks in {saved.dir}")
     reused = 0
-    for index, (texts, undecodable) in enumerate(iter_line_chunks(job.input, chunk_lines)):
+    for index, (texts, undecodable) in enumerate(iter_line_chunks(job.input, run.chunk_lines)):
         if saved.is_saved(index, len(texts)):
             reused += 1
-            summary.resumed_lines += len(texts)
-            if bar is not None:
-                bar.update(len(texts))
+            run.summary.resumed_lines += len(texts)
+            run.bar.update(len(texts))
             continue
-        summary.undecodable += undecodable
-        outputs = _run_lines(loaded, task, texts, summary, bar)
+        if run.stop is not None and run.stop():
+            raise Stopped()
+        run.summary.undecodable += undecodable
+        known = saved.load_partial(index, len(texts))
+        try:
+            outputs = run.lines(texts, known)
+        except Stopped as stopped:
+            if stopped.finished:
+                with _writing(saved.dir):
+                    saved.save_partial(index, len(texts), stopped.finished)
+                run.summary.saved_at_stop += len(stopped.finished)
+            raise
         with _writing(saved.part(index)):
             write_lines_atomically(saved.part(index), outputs)
     if reused:
-        log(f"reused {reused} of {chunks} saved chunks of {job.input}")
+        run.log(f"reused {reused} of {chunks} saved chunks of {job.input}")
     with _writing(job.output):
-        write_atomically(job.output, saved.joined(chunks), before_rename=before_rename)
+        write_atomically(job.output, saved.joined(chunks), before_rename=run.before_rename)
     saved.remove()
-    log(f"wrote {job.output} ({lines} lines, {chunks} chunks)")
+    run.log(f"wrote {job.output} ({lines} lines, {chunks} chunks)")
 
 
 @contextlib.contextmanager
@@ -415,21 +499,40 @@ def write_standard_output(lines: list[str]) -> None:
         _raise_write_error("standard output", e, flag="--output=-")
 
 
-def _run_lines(loaded, task, lines: Sequence[str], summary: Summary, bar) -> list[str]:
-    """Raw lines -> output lines in the same order; lines that normalize to "" give ""."""
+def _run_lines(
+    loaded,
+    task,
+    lines: Sequence[str],
+    summary: Summary,
+    bar,
+    *,
+    known: dict[int, str] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> list[str]:
+    """Raw lines -> output lines in the same order; lines that normalize to "" give "".
+
+    ``known``: outputs a run before this one finished (line index -> output), not run
+    again. ``stop()`` is asked after each batch but the last; when it says True, this
+    raises ``Stopped`` with every output finished so far (``known`` included).
+    """
+    known = known or {}
     texts = [text.normalize(line, lowercase=loaded.lowercase) for line in lines]
-    summary.lines += len(texts)
-    non_empty = [i for i, t in enumerate(texts) if t]
+    summary.resumed_lines += len(known)
+    non_empty = [i for i, t in enumerate(texts) if t and i not in known]
     sources = loaded.tokenizer.encode_batch([texts[i] for i in non_empty])
     limit = loaded.max_length - 1
+    truncated = set()
     for k, ids in enumerate(sources):
         if len(ids) - 1 > limit:
             sources[k] = ids[:limit] + [features.EOS_ID]
-            summary.truncated += 1
-    summary.sentences += len(sources)
-    summary.source_tokens += sum(len(ids) for ids in sources)
+            truncated.add(k)
 
     outputs = [task.empty_output] * len(texts)
+    finished = dict(known)
+    for i, line in known.items():
+        outputs[i] = line
+    if bar is not None:
+        bar.update(len(known))
     batches = task.plan([len(ids) for ids in sources])
     if batches:
         task.trace()
@@ -437,12 +540,22 @@ def _run_lines(loaded, task, lines: Sequence[str], summary: Summary, bar) -> lis
     def run_batch(replica: int, batch: list[int]) -> np.ndarray:
         return task.run(replica, pad_batch([sources[k] for k in batch]))
 
-    for index, result in run_on_replicas(loaded.replicas, run_batch, batches):
-        for k, row in zip(batches[index], result):
-            outputs[non_empty[k]], target_tokens = task.finish(sources[k], row)
-            summary.target_tokens += target_tokens
-        if bar is not None:
-            bar.update(len(batches[index]))
+    with contextlib.closing(run_on_replicas(loaded.replicas, run_batch, batches)) as results:
+        for done, (index, result) in enumerate(results, start=1):
+            for k, row in zip(batches[index], result):  # counted once done
+                outputs[non_empty[k]], target_tokens = task.finish(sources[k], row)
+                finished[non_empty[k]] = outputs[non_empty[k]]
+                summary.lines += 1
+                summary.sentences += 1
+                summary.source_tokens += len(sources[k])
+                summary.target_tokens += target_tokens
+                summary.truncated += k in truncated
+            if bar is not None:
+                bar.update(len(batches[index]))
+            if done < len(batches) and stop is not None and stop():
+                raise Stopped(finished)  # closing the results waits for the batches running
+    empty = len(texts) - len(non_empty) - len(known)  # done without the model
+    summary.lines += empty
     if bar is not None:
-        bar.update(len(texts) - len(non_empty))  # empty lines: done without the model
+        bar.update(empty)
     return outputs

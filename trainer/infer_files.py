@@ -11,8 +11,8 @@ line without "\\n" still counts. Bytes that are not UTF-8 become U+FFFD and are
 counted. A name ending in ".gz" is read and written gzipped. Files are streamed in
 blocks, never read whole. Outputs are written under a temporary name
 (`.tmp-XXXXXXXX-<name>` beside the output) and renamed into place, so a file under its
-final name is always complete; the chunks of a long input wait in `.parts-<name>/`
-(`SavedChunks`). Local paths and gs:// (tf.io.gfile).
+final name is always complete; the chunks of a long input, and the lines done of an
+unfinished chunk or group when a run is stopped, wait in `.parts-<name>/` (`SavedChunks`). Local paths and gs:// (tf.io.gfile).
 
 "-" is the standard streams: `--input=-` reads standard input (with `--output=-`), and
 `--output=-` writes to standard output what one input file or standard input gives
@@ -36,6 +36,7 @@ import tensorflow as tf
 
 TMP_PREFIX = ".tmp-"
 PARTS_PREFIX = ".parts-"
+PARTIAL_PREFIX = "partial-"  # partial-00003.json: chunk 3's lines done before a stop
 MANIFEST_FILE = "manifest.json"
 STANDARD_STREAM = "-"  # --input=- / --output=-
 
@@ -290,13 +291,16 @@ def write_atomically(
 
 
 class SavedChunks:
-    """The finished chunks of one long input, kept until its output is whole.
+    """The finished chunks of one input, kept until its output is whole.
 
     They live beside the output, in ``<dir>/.parts-<name>/``: ``part-00000`` ... (one
     output line per input line of that chunk, each written atomically) and
     ``manifest.json``, which says what they were made from (input, line count, chunk
-    size, model and decoding settings). A later run with the same manifest reuses the
-    chunks it finds complete; any other manifest discards them all.
+    size, model and decoding settings). A run stopped between batches (SIGTERM, a spot
+    notice, Ctrl-C) saves there the output lines its unfinished chunk already has,
+    ``partial-00000.json`` ...; a file shorter than a chunk is chunk 0 of itself. A later
+    run with the same manifest reuses the chunks it finds complete and the lines of
+    partial ones; any other manifest discards them all.
     """
 
     def __init__(self, output: str):
@@ -333,6 +337,30 @@ class SavedChunks:
             return count_lines(self.part(index)) == lines
         except READ_ERRORS:
             return False
+
+    def save_partial(self, index: int, lines: int, finished: dict[int, str]) -> None:
+        """Saves the ``finished`` output lines (line index -> line) of chunk ``index``, of
+        ``lines`` lines, that a stopped run had done; the chunk's part is not saved yet."""
+        record = {"lines": lines, "outputs": sorted(finished.items())}
+        write_atomically(self._partial(index), [json.dumps(record).encode("utf-8")])
+
+    def load_partial(self, index: int, lines: int) -> dict[int, str]:
+        """What ``save_partial`` saved for chunk ``index`` of ``lines`` lines; {} if nothing
+        usable (none saved, another line count, unreadable)."""
+        try:
+            with tf.io.gfile.GFile(self._partial(index)) as f:
+                record = json.load(f)
+            if record["lines"] != lines:
+                return {}
+            finished = {int(i): line for i, line in record["outputs"]}
+        except (*READ_ERRORS, ValueError, KeyError, TypeError):
+            return {}
+        if all(0 <= i < lines and isinstance(line, str) for i, line in finished.items()):
+            return finished
+        return {}
+
+    def _partial(self, index: int) -> str:
+        return f"{self.dir}/{PARTIAL_PREFIX}{index:05d}.json"
 
     def joined(self, count: int) -> Iterator[bytes]:
         """The bytes of chunks 0 .. count - 1, in order."""

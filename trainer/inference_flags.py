@@ -63,11 +63,19 @@ def run_files(argv: list[str], *, task: str, verb: str, make_task: Callable) -> 
     cli.check_command_line(argv, "model_dir", "input", "output")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.ERROR)
-    from trainer import distribution, infer, infer_files  # TensorFlow starts here
+    from trainer import distribution, infer, infer_files, preemption  # TensorFlow starts here
 
     distribution.configure_devices(virtual_devices=FLAGS.virtual_devices)
     stream = FLAGS.output == infer_files.STANDARD_STREAM
     report = sys.stderr if stream else sys.stdout  # standard output holds only the outputs
+    watcher = None
+    if not stream:  # from the start: a SIGTERM while the model loads stops before any batch
+        watcher = preemption.PreemptionWatcher(
+            platform=preemption.detect_platform(),
+            interrupt_note="saving the lines done, then exiting",
+        )
+        watcher.install_signal_handlers()
+        watcher.start_polling()
     try:
         if stream:
             source = infer_files.stream_input(FLAGS.input)
@@ -96,11 +104,34 @@ def run_files(argv: list[str], *, task: str, verb: str, make_task: Callable) -> 
                 overwrite=FLAGS.overwrite,
                 group_lines=FLAGS.group_lines,
                 progress=FLAGS.progress,
+                stop=watcher.stop_asked,
             )
     except infer.InferenceError as e:
         raise cli.UsageError(str(e), e.status) from None
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as `cat` does
         sys.exit(1)  # nothing waits in sys.stdout's buffer: the outputs bypass it
+    finally:
+        if watcher is not None:
+            watcher.restore_signal_handlers()
     for note in summary.notes():
         print(note, file=report, flush=True)
     print(f"{verb} {summary.describe()}", file=report, flush=True)
+    if summary.stopped:
+        _exit_stopped(watcher.reason, summary)
+
+
+def _exit_stopped(reason: str | None, summary) -> None:
+    """After a stop between batches: one line, then 130 after Ctrl-C, else
+    RELAUNCH_EXIT_CODE (a preemption: the launcher runs the same command again)."""
+    from trainer import preemption
+
+    saved = cli.plural(summary.saved_at_stop, "line")
+    status = cli.INTERRUPTED_STATUS if reason == "SIGINT" else preemption.RELAUNCH_EXIT_CODE
+    why = "interrupted" if reason == "SIGINT" else f"stopped ({reason})"
+    print(
+        f"{why}: the outputs written are whole and {saved} of unfinished ones are saved; "
+        f"exiting with {status} (run the same command to resume)",
+        file=sys.stderr,
+        flush=True,
+    )
+    sys.exit(status)

@@ -5,7 +5,9 @@ Sources of notice, all seen by one watcher: SIGTERM (every platform), GCE metada
 ``spot/instance-action``. Ctrl-C (SIGINT) takes the same path and exits with
 INTERRUPTED_STATUS instead. Every strategy hands the watcher to TF's
 PreemptionCheckpointHandler (the coordination service swallows SIGTERM otherwise, and the
-handler's defaults miss spot notices).
+handler's defaults miss spot notices). Batch translation and classification of files
+(trainer/inference_flags.py) ask the same watcher between batches, polling the cloud in
+a thread of its own.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -142,10 +145,19 @@ class PreemptionWatcher:
     and EC2).
     """
 
-    def __init__(self, *, platform: str = "none"):
+    def __init__(
+        self,
+        *,
+        platform: str = "none",
+        interrupt_note: str = "saving a checkpoint, then exiting",
+    ):
         self.platform = platform
         self.reason: str | None = None
+        self._interrupt_note = (
+            f"interrupted: {interrupt_note} (Ctrl-C again to stop at once)\n".encode()
+        )
         self._previous: dict[int, object] = {}
+        self._polling = threading.Event()
 
     def __call__(self) -> bool:
         if self.reason is None and self.notice():
@@ -164,6 +176,20 @@ class PreemptionWatcher:
         if self.platform == "ec2":
             return ec2_spot_interrupted()
         return False
+
+    def start_polling(self, interval: float = 1.0) -> None:
+        """Polls the cloud's notice every ``interval`` seconds in a daemon thread (none
+        without a cloud), so that ``stop_asked()`` stays free for a loop to call often;
+        ``restore_signal_handlers()`` ends it. TF's handler polls for training instead."""
+        if self.platform not in ("gce", "ec2") or self._polling.is_set():
+            return
+        self._polling.set()
+
+        def poll() -> None:
+            while self._polling.is_set() and not self():
+                time.sleep(interval)
+
+        threading.Thread(target=poll, name="preemption-notice", daemon=True).start()
 
     def install_signal_handlers(self) -> None:
         """Counts SIGTERM, and SIGINT unless it is ignored or handled by someone else.
@@ -184,12 +210,10 @@ class PreemptionWatcher:
         if signum == signal.SIGINT:
             # A second Ctrl-C raises KeyboardInterrupt: stop at once, without the checkpoint.
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            os.write(
-                2,
-                b"interrupted: saving a checkpoint, then exiting (Ctrl-C again to stop at once)\n",
-            )
+            os.write(2, self._interrupt_note)
 
     def restore_signal_handlers(self) -> None:
+        self._polling.clear()
         if threading.current_thread() is not threading.main_thread():
             return
         for signum, handler in self._previous.items():

@@ -5,7 +5,9 @@
     echo "A man sleeps." | python -m trainer.translate --model_dir=DIR --input=- --output=-
 
 Rerunning the same command skips inputs whose output is complete, resumes a long input
-after its last saved chunk (--group_lines) and redoes the rest.
+after its last saved chunk (--group_lines) and redoes the rest. SIGTERM or a spot notice
+stops it after the running batch with the lines done saved, exit status 42 (Ctrl-C: 130);
+the rerun decodes only the lines left.
 Every local GPU (else the CPU) gets its own copy of the model and takes the next batch
 when it is free.
 Naming, batching and the atomic writes are described in trainer/infer.py. Exit status 2
