@@ -5,8 +5,9 @@ Serves what the trainer's preemption watcher and the VM startup scripts read:
 - GCE: ``/computeMetadata/v1/instance/{preempted,maintenance-event,id,hostname,attributes/K}``,
   only with the header ``Metadata-Flavor: Google`` (403 otherwise, as the real one).
 - EC2: ``PUT /latest/api/token`` (needs ``X-aws-ec2-metadata-token-ttl-seconds``), then
-  ``GET /latest/meta-data/...`` with ``X-aws-ec2-metadata-token`` (401 without it);
-  ``spot/instance-action`` is 404 until :meth:`interrupt_spot`.
+  ``GET /latest/meta-data/...`` with ``X-aws-ec2-metadata-token`` (401 without it, or with
+  one :meth:`expire_tokens` has expired); ``spot/instance-action`` is 404 until
+  :meth:`interrupt_spot`.
 
     with FakeMetadataServer() as server:
         os.environ["GCE_METADATA_HOST_URL"] = server.url
@@ -31,6 +32,7 @@ class FakeMetadataServer:
         self.preempted = False
         self.maintenance_event = "NONE"
         self.spot_action: dict | None = None
+        self._token_generation = 0
         self.requests: list[tuple[str, str]] = []  # (method, path), in order
         self._lock = threading.Lock()
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -66,6 +68,11 @@ class FakeMetadataServer:
         with self._lock:
             self.spot_action = {"action": action, "time": "2030-01-01T00:02:00Z"}
 
+    def expire_tokens(self) -> None:
+        """EC2: every session token issued so far stops working (401), as when its TTL ends."""
+        with self._lock:
+            self._token_generation += 1
+
     # ---- serving ------------------------------------------------------------------------
 
     def _respond(self, method: str, path: str, headers) -> tuple[int, str]:
@@ -80,9 +87,11 @@ class FakeMetadataServer:
             if path == "/latest/api/token":
                 if method != "PUT" or not headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
                     return 400, ""
-                return 200, EC2_TOKEN
+                return 200, f"{EC2_TOKEN}-{self._token_generation}"
             if path.startswith(EC2_PREFIX):
-                if headers.get("X-aws-ec2-metadata-token") != EC2_TOKEN:
+                if headers.get("X-aws-ec2-metadata-token") != (
+                    f"{EC2_TOKEN}-{self._token_generation}"
+                ):
                     return 401, ""
                 return self._ec2(path[len(EC2_PREFIX) :])
             return 404, ""

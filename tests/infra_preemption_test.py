@@ -47,10 +47,17 @@ def test_gce_watcher_sees_preemption_and_maintenance():
 
 def test_ec2_watcher_sees_the_spot_notice_with_imdsv2():
     with FakeMetadataServer() as server:
+        token = ("PUT", "/latest/api/token")
+        notice = ("GET", "/latest/meta-data/spot/instance-action")
         assert preemption.ec2_spot_interrupted(base=server.url) is False
+        assert preemption.ec2_spot_interrupted(base=server.url) is False
+        assert server.requests == [token, notice, notice]  # one session token, reused
         server.interrupt_spot()
         assert preemption.ec2_spot_interrupted(base=server.url) is True
-        assert ("PUT", "/latest/api/token") in server.requests
+        server.expire_tokens()  # refused: one new token, and the poll again
+        del server.requests[:]
+        assert preemption.ec2_spot_interrupted(base=server.url) is True
+        assert server.requests == [notice, token, notice]
         # Without the session token IMDSv2 refuses (401), and the watcher says "no notice".
         assert _status(f"{server.url}/latest/meta-data/spot/instance-action") == 401
 

@@ -56,22 +56,43 @@ def gce_preempted(base: str = GCE_METADATA) -> bool:
     return status == 200 and body.strip().upper().startswith("TERMINATE")
 
 
+EC2_TOKEN_SECONDS = 21600  # the longest session IMDSv2 grants (6 hours)
+_ec2_tokens: dict[str, tuple[str, float]] = {}  # base -> (token, monotonic time to renew at)
+
+
 def ec2_spot_interrupted(base: str = EC2_METADATA) -> bool:
-    """True when EC2 has scheduled a spot interruption (IMDSv2: token first)."""
+    """True when EC2 has scheduled a spot interruption (IMDSv2: a session token first).
+
+    The token is reused until shortly before it expires, so a poll a second costs one
+    request; one that is refused (401) is replaced once.
+    """
+    url = f"{base}/latest/meta-data/spot/instance-action"
+    for renew in (False, True):
+        token = _ec2_token(base, renew=renew)
+        if token is None:
+            return False
+        status, _ = _get(url, headers={"X-aws-ec2-metadata-token": token})
+        if status != 401:
+            return status == 200
+    return False
+
+
+def _ec2_token(base: str, *, renew: bool) -> str | None:
+    cached = _ec2_tokens.get(base)
+    if cached is not None and not renew and time.monotonic() < cached[1]:
+        return cached[0]
     request = urllib.request.Request(
         f"{base}/latest/api/token",
         method="PUT",
-        headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
+        headers={"X-aws-ec2-metadata-token-ttl-seconds": str(EC2_TOKEN_SECONDS)},
     )
     try:
         with urllib.request.urlopen(request, timeout=1.0) as response:
             token = response.read().decode()
     except (urllib.error.URLError, OSError, ValueError):
-        return False
-    status, _ = _get(
-        f"{base}/latest/meta-data/spot/instance-action", headers={"X-aws-ec2-metadata-token": token}
-    )
-    return status == 200
+        return None
+    _ec2_tokens[base] = (token, time.monotonic() + EC2_TOKEN_SECONDS - 60)
+    return token
 
 
 def detect_platform() -> str:
