@@ -652,6 +652,9 @@ def test_runs_stopped_between_batches_save_their_lines_and_end_as_one_run_would(
     assert runs[0].stopped
     left = sorted(os.listdir(out))
     assert any(n.startswith(".parts-") for n in left) and set(left) < {*files, *parts(files)}
+    if group_lines == 1000:  # one group: its lines saved under its first file, however many
+        assert [n for n in left if n.startswith(".parts-")] == [".parts-a.txt"]
+        assert sorted(os.listdir(out / ".parts-a.txt")) == ["manifest.json", "partial-00000.json"]
     if group_lines == 1000:  # a partial saved under other settings is not reused
         shutil.copytree(out, tmp_path / "other")
         assert run(tmp_path / "other", alpha=1.0).resumed_lines == 0

@@ -369,11 +369,20 @@ class _Run:
     stop: Callable[[], bool] | None
 
     def manifest(self, job: FileJob, lines: int) -> dict:
-        """What an input's saved chunks are made from (a file of ``chunk_lines`` lines or
-        fewer is chunk 0 of itself)."""
+        """What the saved chunks of an input longer than ``chunk_lines`` are made from."""
         return {
             "input": job.input,
             "input_lines": lines,
+            "chunk_lines": self.chunk_lines,
+            "task": self.task.task,
+            "checkpoint": self.loaded.checkpoint,
+            "settings": self.task.settings,
+        }
+
+    def manifest_of_group(self, group: list[tuple[FileJob, int]]) -> dict:
+        """What the lines saved of a group of pooled files are made from."""
+        return {
+            "inputs": [[job.input, lines] for job, lines in group],
             "chunk_lines": self.chunk_lines,
             "task": self.task.task,
             "checkpoint": self.loaded.checkpoint,
@@ -387,51 +396,51 @@ class _Run:
 
 
 def _process_group(run: _Run, group: list[tuple[FileJob, int]]) -> None:
-    """Files pooled into one batching; each written when all are done. The lines a
-    stopped run saved of them are reused, and a stop saves theirs."""
-    texts: list[str] = []
+    """Files pooled into one batching; each written when all are done.
+
+    A stop saves the lines done under the group's first output (``SavedChunks``: one
+    manifest naming every input of the group, one partial chunk over their lines in
+    order), so that it costs two writes however many files the group pools; the rerun
+    forms the same group and takes them up.
+    """
+    saved = SavedChunks(group[0][0].output)
+    manifest = run.manifest_of_group(group)
+    total = sum(lines for _, lines in group)
     known: dict[int, str] = {}
-    spans: list[tuple[FileJob, int, int, SavedChunks | None]] = []
-    for job, lines in group:
-        saved = SavedChunks(job.output)
-        start = len(texts)
-        if saved.exists():
-            with _writing(saved.dir):
-                saved.start(run.manifest(job, lines))
-            finished = saved.load_partial(0, lines)
-            if finished:
-                run.log(f"resuming {job.input}: {cli.plural(len(finished), 'line')} saved")
-            known.update((start + i, line) for i, line in finished.items())
-        else:
-            saved = None
-        chunk, undecodable = read_lines(job.input)
+    resuming = saved.exists()
+    if resuming:
+        with _writing(saved.dir):
+            saved.start(manifest)
+        known = saved.load_partial(0, total)
+        if known:
+            run.log(
+                f"resuming {cli.plural(len(group), 'file')} from {group[0][0].input} on: "
+                f"{cli.plural(len(known), 'line')} saved"
+            )
+    texts: list[str] = []
+    spans: list[tuple[FileJob, int, int]] = []
+    for job, _ in group:
+        lines, undecodable = read_lines(job.input)
         run.summary.undecodable += undecodable
-        spans.append((job, start, len(chunk), saved))
-        texts.extend(chunk)
+        spans.append((job, len(texts), len(lines)))
+        texts.extend(lines)
     try:
         outputs = run.lines(texts, known)
     except Stopped as stopped:
-        for job, start, count, saved in spans:
-            finished = {
-                i - start: line
-                for i, line in stopped.finished.items()
-                if start <= i < start + count
-            }
-            if finished:
-                saved = saved or SavedChunks(job.output)
-                with _writing(saved.dir):
-                    saved.start(run.manifest(job, count))
-                    saved.save_partial(0, count, finished)
-                run.summary.saved_at_stop += len(finished)
+        if stopped.finished:
+            with _writing(saved.dir):
+                saved.start(manifest)
+                saved.save_partial(0, len(texts), stopped.finished)
+            run.summary.saved_at_stop += len(stopped.finished)
         raise
-    for job, start, count, saved in spans:
+    for job, start, count in spans:
         with _writing(job.output):
             write_lines_atomically(
                 job.output, outputs[start : start + count], before_rename=run.before_rename
             )
-        if saved is not None:
-            saved.remove()
         run.log(f"wrote {job.output} ({count} lines)")
+    if resuming:
+        saved.remove()
 
 
 def _process_in_chunks(run: _Run, job: FileJob, lines: int) -> None:

@@ -298,9 +298,10 @@ class SavedChunks:
     ``manifest.json``, which says what they were made from (input, line count, chunk
     size, model and decoding settings). A run stopped between batches (SIGTERM, a spot
     notice, Ctrl-C) saves there the output lines its unfinished chunk already has,
-    ``partial-00000.json`` ...; a file shorter than a chunk is chunk 0 of itself. A later
-    run with the same manifest reuses the chunks it finds complete and the lines of
-    partial ones; any other manifest discards them all.
+    ``partial-00000.json`` ...; the lines of a group of pooled files are one partial chunk
+    0 under the group's first output. A later run with the same manifest reuses the
+    chunks it finds complete and the lines of partial ones; any other manifest discards
+    them all.
     """
 
     def __init__(self, output: str):
