@@ -655,6 +655,7 @@ def test_runs_stopped_between_batches_save_their_lines_and_end_as_one_run_would(
     if group_lines == 1000:  # one group: its lines saved under its first file, however many
         assert [n for n in left if n.startswith(".parts-")] == [".parts-a.txt"]
         assert sorted(os.listdir(out / ".parts-a.txt")) == ["manifest.json", "partial-00000.json"]
+        assert "4 files (0 written before the stop), " in runs[0].describe()
     if group_lines == 1000:  # a partial saved under other settings is not reused
         shutil.copytree(out, tmp_path / "other")
         assert run(tmp_path / "other", alpha=1.0).resumed_lines == 0

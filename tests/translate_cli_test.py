@@ -163,7 +163,8 @@ def test_a_stopped_translation_saves_its_lines_and_the_same_command_finishes_it(
     assert process.returncode == status, stderr[-5:]
     assert stderr[-1].startswith(f"{why}: the outputs written are whole and ")
     assert stderr[-1].endswith(f"exiting with {status} (run the same command to resume)")
-    done = int(stdout.decode().removeprefix("translated 1 file, ").split(" lines")[0])
+    summary = stdout.decode().removeprefix("translated 1 file (0 written before the stop), ")
+    done = int(summary.split(" lines")[0])
     assert 30 <= done < 150  # the lines done before the stop, no more
     assert not out.exists()
 

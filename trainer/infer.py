@@ -102,11 +102,14 @@ class Summary:
     resumed_lines: int = 0  # lines whose output a run before this one had saved
     seconds: float = 0.0
     stopped: bool = False  # a stop was asked for: the outputs left are not all written
+    written: int = 0  # output files written
     saved_at_stop: int = 0  # output lines of unfinished chunks saved when it stopped
 
     def describe(self) -> str:
         seconds = max(self.seconds, 1e-9)
-        skipped = f" ({self.skipped} skipped: output complete)" if self.skipped else ""
+        notes = [f"{self.written} written before the stop"] if self.stopped else []
+        notes += [f"{self.skipped} skipped: output complete"] if self.skipped else []
+        skipped = f" ({'; '.join(notes)})" if notes else ""
         if self.task == features.TRANSLATION:
             tokens = f"{self.source_tokens:,} source tokens, {self.target_tokens:,} target tokens"
             rate = f"{self.target_tokens / seconds:,.0f} target tokens/s"
@@ -438,6 +441,7 @@ def _process_group(run: _Run, group: list[tuple[FileJob, int]]) -> None:
             write_lines_atomically(
                 job.output, outputs[start : start + count], before_rename=run.before_rename
             )
+        run.summary.written += 1
         run.log(f"wrote {job.output} ({count} lines)")
     if resuming:
         saved.remove()
@@ -477,6 +481,7 @@ def _process_in_chunks(run: _Run, job: FileJob, lines: int) -> None:
     with _writing(job.output):
         write_atomically(job.output, saved.joined(chunks), before_rename=run.before_rename)
     saved.remove()
+    run.summary.written += 1
     run.log(f"wrote {job.output} ({lines} lines, {chunks} chunks)")
 
 
