@@ -17,7 +17,7 @@ At the end of each: the run has exactly --train_steps steps, every checkpoint le
 loads and holds the step its name says, every logged learning rate is the schedule's
 value at its step, each relaunch resumed at the newest complete checkpoint, the
 steps a relaunch repeats have the same loss as before the kill (to the printed digit),
-and metrics.jsonl holds each evaluation once, in order. --reference also trains an
+and metrics.jsonl and TensorBoard hold each evaluation and logged step once, in order. --reference also trains an
 uninterrupted single-process run and compares every step's loss of the sigkill and
 sigterm suites with it (not the cluster's: two workers see other batches).
 
@@ -254,6 +254,10 @@ def check_run(report: chaos.Report, suite: str, run: Run, flags: list[str], args
         set(range(args.eval_every, args.train_steps + 1, args.eval_every)) | {args.train_steps}
     )
     report.check(suite, "metrics.jsonl evaluation steps", expected_evals, eval_steps)
+    from trainer import reporting  # TensorFlow: only now
+
+    logged_steps = reporting.tensorboard_steps(f"{run.model_dir}/tensorboard/train").get("loss")
+    report.check(suite, "TensorBoard loss steps (each once, in order)", sorted(curve), logged_steps)
     if reference is not None:
         off = [s for s in reference if curve.get(s) != reference[s]]
         report.check(suite, "steps whose loss differs from the uninterrupted run", 0, len(off))

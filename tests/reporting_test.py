@@ -1,5 +1,7 @@
 """metrics.jsonl bookkeeping and the loss-curve labels (trainer/reporting.py)."""
 
+import os
+
 from trainer import reporting
 
 
@@ -22,3 +24,32 @@ def test_metrics_log_tracks_best_and_plots_under_its_label(tmp_path):
     reloaded = reporting.MetricsLog(str(tmp_path), enabled=False)
     reloaded.load(up_to_step=20)
     assert [e["step"] for e in reloaded.entries] == [10, 20]
+
+
+def test_a_resumed_run_trims_the_steps_it_trains_again_from_tensorboard(tmp_path):
+    first = reporting.Summaries(str(tmp_path), enabled=True)
+    for step in (5, 10, 15, 20):
+        first.write("train", step, {"loss": 1.0 / step})
+    first.write("eval", 10, {"bleu": 1.0})
+    first.write("eval", 20, {"bleu": 2.0})
+    # Killed after step 20; the last checkpoint was step 10. A torn record ends the file.
+    train_dir = tmp_path / "tensorboard" / "train"
+    (written,) = os.listdir(train_dir)
+    with open(train_dir / written, "ab") as f:
+        f.write(b"\x10\x00\x00\x00")
+
+    resumed = reporting.Summaries(str(tmp_path), enabled=True)
+    resumed.trim(up_to_step=10)
+    for step in (15, 20, 25):
+        resumed.write("train", step, {"loss": 1.0 / step})
+    resumed.write("eval", 20, {"bleu": 3.0})
+    assert reporting.tensorboard_steps(train_dir) == {"loss": [5, 10, 15, 20, 25]}
+    assert reporting.tensorboard_steps(tmp_path / "tensorboard" / "eval") == {"bleu": [10, 20]}
+    assert sorted(n for n in os.listdir(train_dir) if "tfevents" not in n) == []
+
+
+def test_a_run_off_the_chief_writes_and_trims_nothing(tmp_path):
+    summaries = reporting.Summaries(str(tmp_path), enabled=False)
+    summaries.trim(up_to_step=0)
+    summaries.write("train", 5, {"loss": 1.0})
+    assert not os.path.exists(tmp_path / "tensorboard")

@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from trainer import reporting
 from trainer.distribution import make_tf_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -215,6 +216,7 @@ def test_a_resumed_run_logs_the_uninterrupted_runs_losses_with_dropout_on(ende_d
         "--eval_every=100",
         "--eval_bleu_sentences=0",
     ]
+    runs = ("straight", "stopped")
     straight = train(*common, f"--model_dir={tmp_path / 'straight'}", "--train_steps=20")
     assert_ok(straight)
     first = train(*common, f"--model_dir={tmp_path / 'stopped'}", "--train_steps=10")
@@ -225,6 +227,10 @@ def test_a_resumed_run_logs_the_uninterrupted_runs_losses_with_dropout_on(ende_d
     uninterrupted = dict(losses(straight.stdout))
     assert [uninterrupted[s] for s in (15, 20)] == [v for _, v in losses(resumed.stdout)]
     assert dict(losses(first.stdout)) == {s: uninterrupted[s] for s in (5, 10)}
+    logged = {
+        run: reporting.tensorboard_steps(tmp_path / run / "tensorboard" / "train") for run in runs
+    }
+    assert logged["stopped"] == logged["straight"] and logged["straight"]["loss"] == [5, 10, 15, 20]
 
 
 def test_xla_compiled_step_trains(ende_data, tmp_path):

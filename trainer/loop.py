@@ -384,6 +384,7 @@ class Trainer:
         if self.manager.restored_path:
             print(f"resumed from {self.manager.restored_path} at step {step}", flush=True)
         self.metrics.load(up_to_step=step)
+        self.summaries.trim(up_to_step=step)
         metric_name, higher = self.quality_metric()
         best = self.metrics.best(metric_name, higher_is_better=higher)
         evals_without_gain = self.metrics.evaluations_since_best()

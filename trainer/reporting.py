@@ -1,8 +1,8 @@
 """What a run tells its user: the status line, metrics.jsonl, TensorBoard and the loss-curve PNG.
 
 Only the chief writes files. metrics.jsonl is rewritten atomically at each evaluation
-and, on resume, trimmed to the restored step, so a relaunch never leaves a curve with
-a reset or duplicated steps.
+and, on resume, trimmed to the restored step, as TensorBoard's event files are
+(``Summaries.trim``), so a relaunch never leaves a curve with a reset or duplicated steps.
 """
 
 from __future__ import annotations
@@ -105,22 +105,69 @@ class MetricsLog:
 
 
 class Summaries:
-    """TensorBoard writers for train and eval scalars (no-ops off the chief)."""
+    """TensorBoard writers for train and eval scalars (no-ops off the chief).
+
+    Event files are append-only, so on resume ``trim`` first drops, from the files a run
+    before wrote, the events of steps after the restored one: the steps trained again
+    would otherwise appear twice. Each writer makes its file at its first write.
+    """
+
+    KINDS = ("train", "eval")
 
     def __init__(self, model_dir: str, *, enabled: bool):
         self.enabled = enabled
-        if enabled:
-            self._train = tf.summary.create_file_writer(f"{model_dir}/tensorboard/train")
-            self._eval = tf.summary.create_file_writer(f"{model_dir}/tensorboard/eval")
+        self.dirs = {kind: f"{model_dir}/tensorboard/{kind}" for kind in self.KINDS}
+        self._writers: dict[str, tf.summary.SummaryWriter] = {}
+
+    def trim(self, *, up_to_step: int) -> None:
+        """Rewrites (atomically) each earlier event file holding steps after ``up_to_step``
+        without them; a torn last record (a killed writer) goes too."""
+        if not self.enabled:
+            return
+        for directory in self.dirs.values():
+            for path in tf.io.gfile.glob(f"{directory}/events.out.tfevents.*"):
+                _trim_event_file(path, up_to_step)
 
     def write(self, kind: str, step: int, scalars: dict[str, float]) -> None:
         if not self.enabled:
             return
-        writer = self._train if kind == "train" else self._eval
+        if kind not in self._writers:
+            self._writers[kind] = tf.summary.create_file_writer(self.dirs[kind])
+        writer = self._writers[kind]
         with writer.as_default():
             for name, value in scalars.items():
                 tf.summary.scalar(name, value, step=step)
         writer.flush()
+
+
+def tensorboard_steps(directory) -> dict[str, list[int]]:
+    """Each scalar tag's steps over the event files in ``directory``, in TensorBoard's
+    order of files (for checks: a step twice means a relaunch's repeats were kept)."""
+    steps: dict[str, list[int]] = {}
+    for path in sorted(tf.io.gfile.glob(f"{directory}/events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    return steps
+
+
+def _trim_event_file(path: str, up_to_step: int) -> None:
+    records, torn = [], False
+    try:
+        for record in tf.data.TFRecordDataset(path):
+            records.append(record.numpy())
+    except tf.errors.DataLossError:
+        torn = True
+    kept = [r for r in records if tf.compat.v1.Event.FromString(r).step <= up_to_step]
+    if len(kept) == len(records) and not torn:
+        return
+    directory, name = path.rsplit("/", 1)
+    tmp = f"{directory}/.trim-{time.time_ns()}"  # no "tfevents" in it: TensorBoard skips it
+    with tf.io.TFRecordWriter(tmp) as writer:
+        for record in kept:
+            writer.write(record)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def format_eta(seconds: float) -> str:
