@@ -466,6 +466,10 @@ def _process_in_chunks(run: _Run, job: FileJob, lines: int) -> None:
             raise Stopped()
         run.summary.undecodable += undecodable
         known = saved.load_partial(index, len(texts))
+        if known:
+            run.log(
+                f"resuming {job.input}: {cli.plural(len(known), 'line')} of chunk {index} saved"
+            )
         try:
             outputs = run.lines(texts, known)
         except Stopped as stopped:
