@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from pipeline import features, tokenizer
 from trainer import decode
+from trainer.preemption import EvaluationStopped
 
 
 def _validation_examples(
@@ -27,10 +28,6 @@ def _validation_examples(
             )
         )
     return out
-
-
-class EvaluationStopped(Exception):
-    """A stop (preemption, Ctrl-C) was asked for in the middle of an evaluation."""
 
 
 class BleuEvaluator:

@@ -250,7 +250,7 @@ class Trainer:
         iterator = iter(dataset)
         while True:
             if self._stop_asked():
-                raise bleu_eval.EvaluationStopped
+                raise preemption.EvaluationStopped
             optional = iterator.get_next_as_optional()
             if not optional.has_value():
                 break
@@ -394,7 +394,7 @@ class Trainer:
                 best, evals_without_gain = self._evaluate_and_record(
                     step, int(self.state.epoch.numpy()), None, best, evals_without_gain
                 )
-            except bleu_eval.EvaluationStopped:
+            except preemption.EvaluationStopped:
                 hook.exit()
         window = new_status_window()
         run_start, start_step = time.time(), step
@@ -439,7 +439,7 @@ class Trainer:
                         best, evals_without_gain = self._evaluate_and_record(
                             step, epoch, last_train_loss, best, evals_without_gain
                         )
-                    except bleu_eval.EvaluationStopped:
+                    except preemption.EvaluationStopped:
                         # This step, saved unevaluated: the relaunch evaluates it first.
                         if not self.is_checkpoint_step(step):
                             self.manager.save(checkpoint_number=step)

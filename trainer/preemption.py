@@ -112,6 +112,11 @@ def detect_platform() -> str:
     return "none"
 
 
+class EvaluationStopped(Exception):
+    """A stop (preemption, Ctrl-C) was asked for in the middle of an evaluation: the
+    validation loss loop and the BLEU decode raise it between batches."""
+
+
 class PreemptionHook:
     """Runs each training step under TF's PreemptionCheckpointHandler (every strategy).
 
