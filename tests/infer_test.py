@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -24,7 +25,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import features, text
-from trainer import checkpoints, decode, infer, infer_tasks, model_dir
+from trainer import checkpoints, decode, infer, infer_batches, infer_tasks, model_dir
 from trainer.infer_files import (
     SavedChunks,
     count_lines,
@@ -618,8 +619,8 @@ def test_chunked_and_pooled_runs_write_the_same_bytes(translator, tmp_path):
 
 @pytest.mark.parametrize(
     "group_lines, model",
-    [(1000, "translator"), (3, "two_replicas")],
-    ids=["pooled", "in chunks of 3 lines, two replicas"],
+    [(1000, "two_replicas"), (3, "translator")],
+    ids=["pooled, two replicas", "in chunks of 3 lines"],
 )
 def test_runs_stopped_between_batches_save_their_lines_and_end_as_one_run_would(
     group_lines, model, request, tmp_path
@@ -662,7 +663,7 @@ def test_runs_stopped_between_batches_save_their_lines_and_end_as_one_run_would(
     while runs[-1].stopped:  # as a spot VM preempted again and again
         runs.append(run(out, stop_asked_late()))
         assert len(runs) < 30
-    assert len(runs) >= 3 and sum(r.saved_at_stop > 0 for r in runs) >= 2
+    assert len(runs) >= 2 and any(r.saved_at_stop > 0 for r in runs)
     if group_lines == 1000:  # one group: each run takes up the lines the one before saved
         for before, after in zip(runs, runs[1:]):
             assert after.resumed_lines == before.saved_at_stop > 0
@@ -721,3 +722,29 @@ def test_plan_batches(lengths, budget, size, beam, expected):
         infer.plan_batches(lengths, batch_tokens=budget, batch_size=size, beam_size=beam)
         == expected
     )
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_a_stop_drops_the_batches_not_started_and_keeps_those_running(replicas):
+    release = threading.Event()
+    ran = []
+
+    def work(replica, item):
+        ran.append(item)
+        if item:  # the first item ends at once; the others wait for the stop
+            assert release.wait(30)
+        return item * 10
+
+    def stop():
+        release.set()
+        return True
+
+    devices = [model_dir.Replica(device="/CPU:0", model=None)] * replicas
+    yielded = dict(infer_batches.run_on_replicas(devices, work, list(range(10)), stop=stop))
+    # Asked after item 0: with two replicas item 1 was running (and item 2 may have
+    # started), so they finish and come back; nothing that ran is lost, nothing else runs.
+    assert sorted(yielded) == sorted(ran) and {i: i * 10 for i in ran} == yielded
+    if replicas == 1:
+        assert ran == [0]
+    else:
+        assert {0, 1} <= set(ran) <= {0, 1, 2}

@@ -8,8 +8,8 @@ Writes one JSON line per input line, in order, probabilities rounded to 6 places
 `{"label": "positive", "probability": 0.912345, "probabilities": [0.087655, 0.912345]}`
 (`probability` is the label's); an empty input line gives `{}`.
 Rerunning skips inputs whose output is complete and resumes a long input after its last
-saved chunk (--group_lines). SIGTERM or a spot notice stops it after the running batch
-with the lines done saved, exit status 42 (Ctrl-C: 130). Every local GPU (else the CPU) gets its own copy of the
+saved chunk (--group_lines). SIGTERM or a spot notice stops it once the batches running
+are done, with the lines done saved, exit status 42 (Ctrl-C: 130). Every local GPU (else the CPU) gets its own copy of the
 model. Naming and atomic writes are described in trainer/infer.py.
 Exit status 2 means a usage error (one line on stderr).
 """

@@ -558,8 +558,11 @@ def _run_lines(
     def run_batch(replica: int, batch: list[int]) -> np.ndarray:
         return task.run(replica, pad_batch([sources[k] for k in batch]))
 
-    with contextlib.closing(run_on_replicas(loaded.replicas, run_batch, batches)) as results:
-        for done, (index, result) in enumerate(results, start=1):
+    done = 0
+    results = run_on_replicas(loaded.replicas, run_batch, batches, stop=stop)
+    with contextlib.closing(results):
+        for index, result in results:
+            done += 1
             for k, row in zip(batches[index], result):  # counted once done
                 outputs[non_empty[k]], target_tokens = task.finish(sources[k], row)
                 finished[non_empty[k]] = outputs[non_empty[k]]
@@ -570,8 +573,8 @@ def _run_lines(
                 summary.truncated += k in truncated
             if bar is not None:
                 bar.update(len(batches[index]))
-            if done < len(batches) and stop is not None and stop():
-                raise Stopped(finished)  # closing the results waits for the batches running
+    if done < len(batches):  # stopped: the batches that were running are in ``finished``
+        raise Stopped(finished)
     empty = len(texts) - len(non_empty) - len(known)  # done without the model
     summary.lines += empty
     if bar is not None:

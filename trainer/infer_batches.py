@@ -61,18 +61,27 @@ def pad_batch(rows: Sequence[Sequence[int]]) -> np.ndarray:
 
 
 def run_on_replicas(
-    replicas: Sequence[Replica], work: Callable[[int, Any], Any], items: Sequence[Any]
+    replicas: Sequence[Replica],
+    work: Callable[[int, Any], Any],
+    items: Sequence[Any],
+    *,
+    stop: Callable[[], bool] | None = None,
 ) -> Iterator[tuple[int, Any]]:
     """Yields ``(index, work(replica_index, item))`` for every item, in completion order.
 
     One replica: in this thread, in order. Several: one thread per replica, each
     taking the next item when it is free (TF releases the GIL while a graph runs).
+    ``stop()`` is asked after each item but the last: once it says True, the items not
+    started are dropped, and those running still finish and are yielded (the work done
+    is kept, none is waited for beyond it).
     """
     if len(replicas) == 1:
         for index, item in enumerate(items):
             with tf.device(replicas[0].device):
                 result = work(0, item)
             yield index, result
+            if index < len(items) - 1 and stop is not None and stop():
+                return
         return
     free: queue.Queue[int] = queue.Queue()
     for r in range(len(replicas)):
@@ -89,7 +98,14 @@ def run_on_replicas(
     pool = concurrent.futures.ThreadPoolExecutor(len(replicas), thread_name_prefix="replica")
     try:
         futures = {pool.submit(on_a_free_replica, item): i for i, item in enumerate(items)}
-        for future in concurrent.futures.as_completed(futures):
+        stopped = False
+        for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
+            if future.cancelled():
+                continue
             yield futures[future], future.result()
+            if not stopped and done < len(items) and stop is not None and stop():
+                stopped = True
+                for pending in futures:
+                    pending.cancel()  # those not started; a running one goes on
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -6,7 +6,7 @@
 
 Rerunning the same command skips inputs whose output is complete, resumes a long input
 after its last saved chunk (--group_lines) and redoes the rest. SIGTERM or a spot notice
-stops it after the running batch with the lines done saved, exit status 42 (Ctrl-C: 130);
+stops it once the batches running are done, with the lines done saved, exit status 42 (Ctrl-C: 130);
 the rerun decodes only the lines left.
 Every local GPU (else the CPU) gets its own copy of the model and takes the next batch
 when it is free.
