@@ -252,7 +252,19 @@ def test_classify_prints_one_file_to_standard_output_and_stops_when_it_closes(mo
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr[-3000:]
 
 
-def test_ctrl_c_ends_a_stream_with_one_line(model_dirs):
+@pytest.mark.parametrize(
+    "signum, status, last_line",
+    [
+        (signal.SIGINT, 130, "classify: interrupted"),
+        (
+            signal.SIGTERM,
+            143,
+            "terminated (SIGTERM): every line answered was written whole; exiting with 143",
+        ),
+    ],
+    ids=["Ctrl-C", "SIGTERM"],
+)
+def test_ctrl_c_or_sigterm_ends_a_stream_with_one_line(signum, status, last_line, model_dirs):
     process = start(
         "classify",
         f"--model_dir={model_dirs[1]}",
@@ -268,13 +280,13 @@ def test_ctrl_c_ends_a_stream_with_one_line(model_dirs):
         ready, _, _ = select.select([process.stdout], [], [], 120)
         assert ready, "no answer to a line while standard input stays open"
         assert json.loads(process.stdout.readline())["label"] in ("negative", "positive")
-        process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        process.send_signal(signum)  # SIGINT: what Ctrl-C sends
         _, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 130
+    assert process.returncode == status
     assert "Traceback" not in stderr.decode()
-    assert stderr.decode().strip().splitlines()[-1] == "classify: interrupted"
+    assert stderr.decode().strip().splitlines()[-1] == last_line
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ Only those two entry points import this module.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -93,9 +94,13 @@ def run_files(argv: list[str], *, task: str, verb: str, make_task: Callable) -> 
                 chunks = infer_files.iter_stream_chunks(0, FLAGS.group_lines)
             else:
                 chunks = infer_files.iter_line_chunks(source, FLAGS.group_lines)
-            summary = infer.process_stream(
-                loaded, make_task(loaded), chunks, infer.write_standard_output
-            )
+            with _EndOnSigterm() as guard:
+                summary = infer.process_stream(
+                    loaded,
+                    make_task(loaded),
+                    chunks,
+                    guard.between_writes(infer.write_standard_output),
+                )
         else:
             summary = infer.process_files(
                 loaded,
@@ -110,6 +115,14 @@ def run_files(argv: list[str], *, task: str, verb: str, make_task: Callable) -> 
         raise cli.UsageError(str(e), e.status) from None
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as `cat` does
         sys.exit(1)  # nothing waits in sys.stdout's buffer: the outputs bypass it
+    except _Terminated:
+        print(
+            f"terminated (SIGTERM): every line answered was written whole; exiting with "
+            f"{TERMINATED_STATUS}",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(TERMINATED_STATUS)
     finally:
         if watcher is not None:
             watcher.restore_signal_handlers()
@@ -118,6 +131,48 @@ def run_files(argv: list[str], *, task: str, verb: str, make_task: Callable) -> 
     print(f"{verb} {summary.describe()}", file=report, flush=True)
     if summary.stopped:
         _exit_stopped(watcher.reason, summary)
+
+
+TERMINATED_STATUS = 128 + signal.SIGTERM
+
+
+class _Terminated(Exception):
+    pass
+
+
+class _EndOnSigterm:
+    """``--output=-``: SIGTERM ends the command at once (there is nothing to save), but
+    never in the middle of writing a chunk's lines, so what the reader got is whole.
+    A container's PID 1 ignores SIGTERM without a handler; this is that handler."""
+
+    def __init__(self):
+        self.writing = False
+        self.terminated = False
+        self._previous = None
+
+    def __enter__(self) -> _EndOnSigterm:
+        self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.terminated = True
+        if not self.writing:
+            raise _Terminated
+
+    def between_writes(self, write: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+        def guarded(lines: list[str]) -> None:
+            self.writing = True
+            try:
+                write(lines)
+            finally:
+                self.writing = False
+            if self.terminated:
+                raise _Terminated
+
+        return guarded
 
 
 def _exit_stopped(reason: str | None, summary) -> None:
