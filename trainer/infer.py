@@ -371,21 +371,11 @@ class _Run:
     before_rename: Callable[[str], None] | None
     stop: Callable[[], bool] | None
 
-    def manifest(self, job: FileJob, lines: int) -> dict:
-        """What the saved chunks of an input longer than ``chunk_lines`` are made from."""
+    def manifest(self, **inputs) -> dict:
+        """What saved lines are made from: ``inputs`` (a long input's name and line count,
+        or a group's inputs), the chunk size, the model and the decoding settings."""
         return {
-            "input": job.input,
-            "input_lines": lines,
-            "chunk_lines": self.chunk_lines,
-            "task": self.task.task,
-            "checkpoint": self.loaded.checkpoint,
-            "settings": self.task.settings,
-        }
-
-    def manifest_of_group(self, group: list[tuple[FileJob, int]]) -> dict:
-        """What the lines saved of a group of pooled files are made from."""
-        return {
-            "inputs": [[job.input, lines] for job, lines in group],
+            **inputs,
             "chunk_lines": self.chunk_lines,
             "task": self.task.task,
             "checkpoint": self.loaded.checkpoint,
@@ -407,7 +397,7 @@ def _process_group(run: _Run, group: list[tuple[FileJob, int]]) -> None:
     forms the same group and takes them up.
     """
     saved = SavedChunks(group[0][0].output)
-    manifest = run.manifest_of_group(group)
+    manifest = run.manifest(inputs=[[job.input, lines] for job, lines in group])
     total = sum(lines for _, lines in group)
     known: dict[int, str] = {}
     resuming = saved.exists()
@@ -453,7 +443,7 @@ def _process_in_chunks(run: _Run, job: FileJob, lines: int) -> None:
     saved = SavedChunks(job.output)
     chunks = -(-lines // run.chunk_lines)
     with _writing(saved.dir):
-        if saved.start(run.manifest(job, lines)):
+        if saved.start(run.manifest(input=job.input, input_lines=lines)):
             run.log(f"resuming {job.input}: found saved chunks in {saved.dir}")
     reused = 0
     for index, (texts, undecodable) in enumerate(iter_line_chunks(job.input, run.chunk_lines)):
@@ -546,7 +536,6 @@ def _run_lines(
             truncated.add(k)
 
     outputs = [task.empty_output] * len(texts)
-    finished = dict(known)
     for i, line in known.items():
         outputs[i] = line
     if bar is not None:
@@ -558,14 +547,13 @@ def _run_lines(
     def run_batch(replica: int, batch: list[int]) -> np.ndarray:
         return task.run(replica, pad_batch([sources[k] for k in batch]))
 
-    done = 0
+    done: list[int] = []  # the batches finished
     results = run_on_replicas(loaded.replicas, run_batch, batches, stop=stop)
     with contextlib.closing(results):
         for index, result in results:
-            done += 1
+            done.append(index)
             for k, row in zip(batches[index], result):  # counted once done
                 outputs[non_empty[k]], target_tokens = task.finish(sources[k], row)
-                finished[non_empty[k]] = outputs[non_empty[k]]
                 summary.lines += 1
                 summary.sentences += 1
                 summary.source_tokens += len(sources[k])
@@ -573,8 +561,9 @@ def _run_lines(
                 summary.truncated += k in truncated
             if bar is not None:
                 bar.update(len(batches[index]))
-    if done < len(batches):  # stopped: the batches that were running are in ``finished``
-        raise Stopped(finished)
+    if len(done) < len(batches):  # stopped (the batches that were running are done)
+        finished = {non_empty[k]: outputs[non_empty[k]] for b in done for k in batches[b]}
+        raise Stopped({**known, **finished})
     empty = len(texts) - len(non_empty) - len(known)  # done without the model
     summary.lines += empty
     if bar is not None:

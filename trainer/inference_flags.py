@@ -130,7 +130,7 @@ def run_files(argv: list[str], *, task: str, verb: str, make_task: Callable) -> 
         print(note, file=report, flush=True)
     print(f"{verb} {summary.describe()}", file=report, flush=True)
     if summary.stopped:
-        _exit_stopped(watcher.reason, summary)
+        _exit_stopped(watcher, summary)
 
 
 TERMINATED_STATUS = 128 + signal.SIGTERM
@@ -175,14 +175,12 @@ class _EndOnSigterm:
         return guarded
 
 
-def _exit_stopped(reason: str | None, summary) -> None:
-    """After a stop between batches: one line, then 130 after Ctrl-C, else
-    RELAUNCH_EXIT_CODE (a preemption: the launcher runs the same command again)."""
-    from trainer import preemption
-
+def _exit_stopped(watcher, summary) -> None:
+    """After a stop between batches: one line, then the watcher's exit status (130 after
+    Ctrl-C, else 42: a preemption, the launcher runs the same command again)."""
     saved = cli.plural(summary.saved_at_stop, "line")
-    status = cli.INTERRUPTED_STATUS if reason == "SIGINT" else preemption.RELAUNCH_EXIT_CODE
-    why = "interrupted" if reason == "SIGINT" else f"stopped ({reason})"
+    status = watcher.exit_status()
+    why = "interrupted" if watcher.reason == "SIGINT" else f"stopped ({watcher.reason})"
     print(
         f"{why}: the outputs written are whole and {saved} of unfinished ones are saved; "
         f"exiting with {status} (run the same command to resume)",

@@ -148,18 +148,19 @@ class PreemptionHook:
 
     def exit(self) -> None:
         """After the checkpoint: 130 after Ctrl-C, else RELAUNCH_EXIT_CODE."""
-        if self.watcher.reason == "SIGINT":
+        status = self.watcher.exit_status()
+        if status == INTERRUPTED_STATUS:
             print(
-                f"interrupted: checkpoint saved; exiting with {INTERRUPTED_STATUS} "
+                f"interrupted: checkpoint saved; exiting with {status} "
                 "(run the same command to resume)",
                 flush=True,
             )
-            sys.exit(INTERRUPTED_STATUS)
-        print(
-            f"preempted: checkpoint saved; exiting with {RELAUNCH_EXIT_CODE} (relaunch to resume)",
-            flush=True,
-        )
-        sys.exit(RELAUNCH_EXIT_CODE)
+        else:
+            print(
+                f"preempted: checkpoint saved; exiting with {status} (relaunch to resume)",
+                flush=True,
+            )
+        sys.exit(status)
 
     def close(self) -> None:
         self.watcher.restore_signal_handlers()
@@ -201,6 +202,11 @@ class PreemptionWatcher:
             logging.warning("preemption notice from %s metadata", self.platform)
             self.reason = f"{self.platform} notice"
         return self.stop_asked()
+
+    def exit_status(self) -> int:
+        """What a command stopped by this watcher exits with: INTERRUPTED_STATUS after
+        Ctrl-C (nothing to relaunch), else RELAUNCH_EXIT_CODE."""
+        return INTERRUPTED_STATUS if self.reason == "SIGINT" else RELAUNCH_EXIT_CODE
 
     def stop_asked(self) -> bool:
         """Whether a signal or notice has come (no poll: TF's thread polls the cloud)."""
