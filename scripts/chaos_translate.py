@@ -7,10 +7,10 @@ An uninterrupted `python -m trainer.translate --input='in/*.en' --output=out/` i
 reference. The same command with --group_lines (each file then runs in chunks that
 are saved as they finish) is then SIGKILLed K times (alternately the moment an
 output's first file appears, and at a random time within the reference run's
-duration) and rerun each time without --overwrite, so it resumes, reusing the saved
-chunks. After every kill,
-each file under its final output name has exactly its input's line count and the
-reference's bytes; the last rerun completes every output, byte-identical to the
+duration, narrowed to the last pause whenever a relaunch finished before its kill)
+and rerun each time without --overwrite, so it resumes, reusing the saved chunks.
+After every kill, each file under its final output name has exactly its input's line
+count and the reference's bytes; the last rerun completes every output, byte-identical to the
 reference, and leaves no temporary file. Then it writes into a full file system
 and into a read-only directory: a one-line error, and no output under its final
 name that is not complete. Greedy decoding (--beam_size=1) makes the outputs
@@ -152,6 +152,7 @@ def kills(report: chaos.Report, args, work_dir: str, model_dir: str, inputs: str
     duration = time.monotonic() - start
     if code:
         raise RuntimeError(f"the reference run failed:\n{log[-2000:]}")
+    span = duration  # the random kills fall in (0.5 s, 0.9 span)
     landed = {"output write": 0, "random time": 0}
     complete_at_kill = []
     chunked = translate_flags(model_dir, inputs, output, args.group_lines)
@@ -168,10 +169,13 @@ def kills(report: chaos.Report, args, work_dir: str, model_dir: str, inputs: str
             chaos.wait_for_new_entry(output, lambda n: True, launch, timeout=600)
             launch.signal(signal.SIGSTOP)
         else:
-            time.sleep(rng.uniform(0.5, 0.9 * duration))
+            pause = rng.uniform(0.5, 0.9 * span)
+            time.sleep(pause)
         if not launch.running():
             launch.wait(10)
             shutil.rmtree(output)  # it finished every output first: start over
+            if kind == "random time":
+                span = min(span, pause)  # a relaunch faster than the reference run
             continue
         launch.signal(signal.SIGKILL)
         launch.wait(30)

@@ -37,6 +37,7 @@ def test_a_resumed_run_trims_the_steps_it_trains_again_from_tensorboard(tmp_path
     (written,) = os.listdir(train_dir)
     with open(train_dir / written, "ab") as f:
         f.write(b"\x10\x00\x00\x00")
+    (train_dir / ".trim-1").write_bytes(b"half")  # the temp of a trim killed before its rename
 
     resumed = reporting.Summaries(str(tmp_path), enabled=True)
     resumed.trim(up_to_step=10)

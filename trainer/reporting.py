@@ -18,6 +18,7 @@ from trainer.config import TrainConfig
 
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "loss_curve.png"
+_TRIM_PREFIX = ".trim-"  # an event file being rewritten without the steps after a resume
 
 
 def write_text_atomically(path: str, text: str | bytes) -> None:
@@ -125,6 +126,8 @@ class Summaries:
         if not self.enabled:
             return
         for directory in self.dirs.values():
+            for stale in tf.io.gfile.glob(f"{directory}/{_TRIM_PREFIX}*"):
+                tf.io.gfile.remove(stale)  # a trim killed before its rename
             for path in tf.io.gfile.glob(f"{directory}/events.out.tfevents.*"):
                 _trim_event_file(path, up_to_step)
 
@@ -145,25 +148,32 @@ def tensorboard_steps(directory) -> dict[str, list[int]]:
     order of files (for checks: a step twice means a relaunch's repeats were kept)."""
     steps: dict[str, list[int]] = {}
     for path in sorted(tf.io.gfile.glob(f"{directory}/events.out.tfevents.*")):
-        for record in tf.data.TFRecordDataset(path):
-            event = tf.compat.v1.Event.FromString(record.numpy())
+        for record in _event_records(path)[0]:
+            event = tf.compat.v1.Event.FromString(record)
             for value in event.summary.value:
                 steps.setdefault(value.tag, []).append(event.step)
     return steps
 
 
-def _trim_event_file(path: str, up_to_step: int) -> None:
-    records, torn = [], False
+def _event_records(path: str) -> tuple[list[bytes], bool]:
+    """The whole records of an event file, and whether a torn one (a killed writer's
+    last) followed them."""
+    records = []
     try:
         for record in tf.data.TFRecordDataset(path):
             records.append(record.numpy())
     except tf.errors.DataLossError:
-        torn = True
+        return records, True
+    return records, False
+
+
+def _trim_event_file(path: str, up_to_step: int) -> None:
+    records, torn = _event_records(path)
     kept = [r for r in records if tf.compat.v1.Event.FromString(r).step <= up_to_step]
     if len(kept) == len(records) and not torn:
         return
-    directory, name = path.rsplit("/", 1)
-    tmp = f"{directory}/.trim-{time.time_ns()}"  # no "tfevents" in it: TensorBoard skips it
+    directory = path.rsplit("/", 1)[0]
+    tmp = f"{directory}/{_TRIM_PREFIX}{time.time_ns()}"  # no "tfevents": TensorBoard skips it
     with tf.io.TFRecordWriter(tmp) as writer:
         for record in kept:
             writer.write(record)
