@@ -15,15 +15,13 @@ import sys
 import pytest
 
 from tests.chaos_testing import run_chaos_script
+from tests.tiny_models import MICRO_ARCHITECTURE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 TINY = [
     "--flagfile=" + os.path.join(ROOT, "configs", "tiny.cfg"),
-    "--num_layers=1",
-    "--d_model=32",
-    "--num_heads=2",
-    "--d_ff=64",
+    *MICRO_ARCHITECTURE,
     "--batch_tokens=1024",
     "--eval_bleu_sentences=0",
     "--shuffle_buffer=200",

@@ -6,23 +6,16 @@ import json
 import logging
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.emulators import free_port, serving
+
 GCS_BUCKET = "testbucket"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _emulator_executable() -> str | None:
@@ -60,13 +53,7 @@ def gcs_emulator(tmp_path_factory) -> Iterator[str]:
     executable = _emulator_executable()
     if executable is None:
         pytest.fail("gcp-storage-emulator is not installed (pip install -e '.[dev]')")
-    port = _free_port()
-    process = subprocess.Popen(
-        [executable, "start", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--in-memory", "--default-bucket", GCS_BUCKET],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
     # Beam looks up Application Default Credentials before creating its GCS client and, finding
     # none, retries with backoff for ~30 s. A token that never expires is found at once and
     # needs no network; the emulator ignores it.
@@ -88,27 +75,10 @@ def gcs_emulator(tmp_path_factory) -> Iterator[str]:
         "GOOGLE_CLOUD_PROJECT": "test",
         "GOOGLE_APPLICATION_CREDENTIALS": str(credentials),
     }
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"gcp-storage-emulator did not start on port {port}")
-                time.sleep(0.1)
+    argv = [executable, "start", "--host", "127.0.0.1", "--port", str(port)]
+    with serving("gcp-storage-emulator", argv + ["--in-memory", "--default-bucket", GCS_BUCKET],
+                 port, environment):  # fmt: skip
         yield GCS_BUCKET
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _prepare(output_dir: str, *, dataset: str, input: str, **config) -> str:

@@ -25,6 +25,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import features, text
+from tests.tiny_models import MICRO_ARCHITECTURE
 from trainer import checkpoints, decode, infer, infer_batches, infer_tasks, model_dir
 from trainer.infer_files import (
     SavedChunks,
@@ -41,10 +42,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_LENGTH = 128
 TRANSLATION_FLAGS = [
     "--flagfile=" + os.path.join(ROOT, "configs", "tiny.cfg"),
-    "--num_layers=1",
-    "--d_model=32",
-    "--num_heads=2",
-    "--d_ff=64",
+    *MICRO_ARCHITECTURE,
     "--batch_tokens=1024",
     f"--max_length={MAX_LENGTH}",
     "--eval_bleu_sentences=0",
@@ -52,10 +50,7 @@ TRANSLATION_FLAGS = [
 ]
 CLASSIFICATION_FLAGS = [
     "--flagfile=" + os.path.join(ROOT, "configs", "imdb.cfg"),
-    "--num_layers=1",
-    "--d_model=32",
-    "--num_heads=2",
-    "--d_ff=64",
+    *MICRO_ARCHITECTURE,
     "--batch_size=16",
     "--max_length=64",
 ]

@@ -9,16 +9,14 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 
 import boto3
 import pytest
 from botocore.validate import validate_parameters
 
 from infra import aws, ec2_cluster, startup_scripts
+from tests.emulators import free_port, serving
 from tests.infra_gcp_test import assert_golden, readme_commands
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/tp-trainer:0.1.0"
@@ -32,23 +30,12 @@ TRAIN_2X8 = [
 ]  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory):
     """A moto_server subprocess; boto3 reaches it through AWS_ENDPOINT_URL, with fake keys."""
     executable = os.path.join(os.path.dirname(sys.executable), "moto_server")
     executable = executable if os.path.exists(executable) else shutil.which("moto_server")
-    port = _free_port()
-    process = subprocess.Popen(
-        [executable, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
     environment = {
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
         "AWS_ACCESS_KEY_ID": "testing",
@@ -58,30 +45,14 @@ def moto(tmp_path_factory):
         "AWS_CONFIG_FILE": str(tmp_path_factory.mktemp("aws") / "none"),
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path_factory.mktemp("aws") / "none"),
     }
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, "moto_server died"
-                time.sleep(0.1)
+    with serving(
+        "moto_server", [executable, "-H", "127.0.0.1", "-p", str(port)], port, environment
+    ):
         iam = boto3.client("iam")
         iam.create_role(RoleName="tp-trainer", AssumeRolePolicyDocument="{}")
         iam.create_instance_profile(InstanceProfileName="tp-trainer")
         iam.add_role_to_instance_profile(InstanceProfileName="tp-trainer", RoleName="tp-trainer")
         yield boto3.client("ec2", region_name="us-east-1")
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def run_aws(argv, capsys) -> tuple[int, str, str]:

@@ -147,7 +147,7 @@ def demo(tmp_path_factory):
         [py, "-m", "trainer.train", f"--data_dir={run}/data", f"--model_dir={run}/model"]
         + ["--flagfile=configs/tiny.cfg", "--train_steps=4", "--checkpoint_every=4"]
         + ["--eval_every=4", "--eval_bleu_sentences=2", "--log_every=2", "--max_length=64"]
-        + ["--num_layers=1", "--d_model=32", "--num_heads=2", "--d_ff=64"]
+        + tiny_models.MICRO_ARCHITECTURE
         + ["--batch_tokens=1024", "--shuffle_buffer=100"],
     ]
     parallel = [

@@ -14,11 +14,10 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The smallest Transformer the tests train: they check mechanics, not quality.
+MICRO_ARCHITECTURE = ["--num_layers=1", "--d_model=32", "--num_heads=2", "--d_ff=64"]
 TINY_MODEL = [
-    "--num_layers=1",
-    "--d_model=32",
-    "--num_heads=2",
-    "--d_ff=64",
+    *MICRO_ARCHITECTURE,
     "--log_every=5",
     "--noexport",  # the tests export themselves, with the options they test
 ]

@@ -11,13 +11,14 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
+from infra.local_cluster import free_ports
+from tests.tiny_models import MICRO_ARCHITECTURE
 from trainer import reporting
 from trainer.distribution import make_tf_config
 
@@ -25,10 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A very small model: these tests check mechanics, not quality.
 TINY = [
     "--flagfile=" + os.path.join(ROOT, "configs", "tiny.cfg"),
-    "--num_layers=1",
-    "--d_model=32",
-    "--num_heads=2",
-    "--d_ff=64",
+    *MICRO_ARCHITECTURE,
     "--batch_tokens=1024",
     "--warmup_steps=30",
     "--learning_rate=3.0",
@@ -82,16 +80,6 @@ def losses(output: str) -> list[tuple[int, float]]:
 
 def assert_ok(result):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def wait_for_step(process, at_least: int, deadline_s: float = 240) -> str:
@@ -275,10 +263,7 @@ def test_classification_trains(imdb_data, tmp_path):
         f"--data_dir={imdb_data}",
         f"--model_dir={tmp_path}",
         "--flagfile=" + os.path.join(ROOT, "configs", "imdb.cfg"),
-        "--num_layers=1",
-        "--d_model=32",
-        "--num_heads=2",
-        "--d_ff=64",
+        *MICRO_ARCHITECTURE,
         "--batch_size=16",
         "--learning_rate=1.0",  # a shrunk model learns fast: not the full-size recipe's scale
         "--warmup_steps=20",
