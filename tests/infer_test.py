@@ -670,6 +670,38 @@ def parts(names):
     return [f".parts-{name}" for name in names]
 
 
+def test_a_rerun_that_groups_the_files_otherwise_leaves_no_saved_lines_behind(
+    translator, tmp_path, monkeypatch
+):
+    files = mixed_inputs(tmp_path)
+    write_inputs(tmp_path / "in", files)
+    out = tmp_path / "out"
+
+    def run(stop=None):
+        return infer.translate_files(
+            translator,
+            plan_jobs(str(tmp_path / "in" / "*.txt"), str(out) + "/"),
+            beam_size=1,
+            batch_tokens=1,
+            progress=False,
+            log=lambda message: None,
+            stop=stop,
+        )
+
+    asked = itertools.count(1)
+    assert run(stop=lambda: next(asked) >= 4).stopped
+    assert sorted(os.listdir(out)) == [".parts-a.txt"]  # the group's lines, under a.txt
+    (out / ".tmp-0123abcd-c.txt").write_text("half a file\n")  # a killed run's
+    write(tmp_path / "in" / "0.txt", [SENTENCES[5]])  # the group now starts at 0.txt
+    listed = []
+    listdir = tf.io.gfile.listdir
+    monkeypatch.setattr(tf.io.gfile, "listdir", lambda d: listed.append(d) or listdir(d))
+    summary = run()
+    assert not summary.stopped and summary.written == 5
+    assert sorted(os.listdir(out)) == ["0.txt", *files]  # a.txt's saved lines are gone
+    assert listed == [str(out)]  # one listing of the output directory, not one per file
+
+
 def test_a_partial_chunk_that_does_not_fit_is_ignored(tmp_path):
     saved = SavedChunks(str(tmp_path / "out.txt"))
     saved.save_partial(2, 5, {0: "a", 4: "e"})

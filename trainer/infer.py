@@ -54,6 +54,7 @@ from trainer.infer_files import (
     READ_ERRORS,
     FileJob,
     InferenceError,
+    OutputListing,
     SavedChunks,
     count_lines,
     iter_line_chunks,
@@ -247,17 +248,19 @@ def process_files(
     summary = Summary(task=task.task, files=len(jobs), truncated_to=loaded.max_length - 1)
     # A first pass counts every input's lines (streamed), to find finished outputs and to
     # size the progress bar; inputs are read again when their group runs.
+    listing = OutputListing(job.output for job in jobs)
+    listing.remove_stale_temporaries(job.output for job in jobs)
     pending: list[tuple[FileJob, int]] = []
     for job in jobs:
         try:
             lines = count_lines(job.input)
         except READ_ERRORS as e:
             raise InferenceError(f"--input: cannot read {job.input} ({reason(e)})") from None
-        saved = SavedChunks(job.output)
         if overwrite:
-            saved.remove()
-        elif _output_complete(job, lines, log):
-            saved.remove()  # left behind if a run stopped right after writing the output
+            listing.remove(SavedChunks(job.output).dir)
+        elif _output_complete(job, lines, listing, log):
+            # left behind if a run stopped right after writing the output
+            listing.remove(SavedChunks(job.output).dir)
             summary.skipped += 1
             continue
         pending.append((job, lines))
@@ -270,7 +273,7 @@ def process_files(
         mininterval=1.0,
         dynamic_ncols=True,
     )
-    run = _Run(loaded, task, group_lines, summary, bar, log, before_rename, stop)
+    run = _Run(loaded, task, group_lines, summary, bar, log, before_rename, stop, listing)
     try:
         for group in _groups(pending, group_lines):
             if stop is not None and stop():
@@ -320,9 +323,9 @@ def _make_output_dirs(jobs: Iterable[FileJob]) -> None:
             ) from None
 
 
-def _output_complete(job: FileJob, input_lines: int, log) -> bool:
+def _output_complete(job: FileJob, input_lines: int, listing: OutputListing, log) -> bool:
     """Whether ``job.output`` exists with one line per input line (only a rename makes it)."""
-    if not tf.io.gfile.exists(job.output):
+    if not listing.has(job.output):
         return False
     try:
         output_lines = count_lines(job.output)
@@ -370,6 +373,7 @@ class _Run:
     log: Callable[[str], None]
     before_rename: Callable[[str], None] | None
     stop: Callable[[], bool] | None
+    listing: OutputListing
 
     def manifest(self, **inputs) -> dict:
         """What saved lines are made from: ``inputs`` (a long input's name and line count,
@@ -400,7 +404,7 @@ def _process_group(run: _Run, group: list[tuple[FileJob, int]]) -> None:
     manifest = run.manifest(inputs=[[job.input, lines] for job, lines in group])
     total = sum(lines for _, lines in group)
     known: dict[int, str] = {}
-    resuming = saved.exists()
+    resuming = run.listing.has(saved.dir)
     if resuming:
         with _writing(saved.dir):
             saved.start(manifest)
@@ -433,8 +437,8 @@ def _process_group(run: _Run, group: list[tuple[FileJob, int]]) -> None:
             )
         run.summary.written += 1
         run.log(f"wrote {job.output} ({count} lines)")
-    if resuming:
-        saved.remove()
+    for job, _ in group:  # the first's, and any a run that grouped the files otherwise saved
+        run.listing.remove(SavedChunks(job.output).dir)
 
 
 def _process_in_chunks(run: _Run, job: FileJob, lines: int) -> None:

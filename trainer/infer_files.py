@@ -11,8 +11,11 @@ line without "\\n" still counts. Bytes that are not UTF-8 become U+FFFD and are
 counted. A name ending in ".gz" is read and written gzipped. Files are streamed in
 blocks, never read whole. Outputs are written under a temporary name
 (`.tmp-XXXXXXXX-<name>` beside the output) and renamed into place, so a file under its
-final name is always complete; the chunks of a long input, and the lines done of an
-unfinished chunk or group when a run is stopped, wait in `.parts-<name>/` (`SavedChunks`). Local paths and gs:// (tf.io.gfile).
+final name is always complete; the next run over the same outputs removes a killed run's
+temporaries, from the one listing of each output directory it starts with
+(`OutputListing`). The chunks of a long input, and the lines done of an unfinished
+chunk or group when a run is stopped, wait in `.parts-<name>/` (`SavedChunks`). Local
+paths and gs:// (tf.io.gfile).
 
 "-" is the standard streams: `--input=-` reads standard input (with `--output=-`), and
 `--output=-` writes to standard output what one input file or standard input gives
@@ -267,12 +270,11 @@ def write_atomically(
     """Streams ``blocks`` to a temporary name beside ``path`` (gzipped for .gz), then renames it.
 
     ``before_rename(path)`` runs in between (tests use it to simulate a crash there).
-    Temporaries of ``path`` left by a killed run are removed first.
+    The temporaries a killed run left are `OutputListing.remove_stale_temporaries`'s.
     """
     directory, name = os.path.split(path)
     directory = directory or "."
     tf.io.gfile.makedirs(directory)
-    _remove_stale_temporaries(directory, name)
     tmp = f"{directory}/{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{name}"
     try:
         with contextlib.ExitStack() as stack:
@@ -373,11 +375,61 @@ class SavedChunks:
             tf.io.gfile.rmtree(self.dir)
 
 
-def _remove_stale_temporaries(directory: str, name: str) -> None:
-    pattern = re.compile(re.escape(TMP_PREFIX) + "[0-9a-f]{8}-" + re.escape(name))
-    for entry in tf.io.gfile.listdir(directory):
-        if pattern.fullmatch(entry):
-            tf.io.gfile.remove(f"{directory}/{entry}")
+class OutputListing:
+    """What the output directories held when a run began, from one listing each.
+
+    A run over many small files asks it instead of the file system per file: listing
+    the directory at each write made writing N outputs cost N listings of up to N names
+    (on gs://, paginated requests), quadratic in N.
+    """
+
+    _STALE = re.compile(re.escape(TMP_PREFIX) + "[0-9a-f]{8}-(.+)")
+
+    def __init__(self, outputs: Iterable[str]):
+        self._names: dict[str, set[str]] = {}
+        for output in outputs:
+            directory = _directory(output)
+            if directory in self._names:
+                continue
+            try:
+                names = tf.io.gfile.listdir(directory)
+            except tf.errors.NotFoundError:
+                names = []
+            except (tf.errors.OpError, OSError) as e:
+                raise InferenceError(
+                    f"--output: cannot list the directory {directory} ({reason(e)})"
+                ) from None
+            self._names[directory] = {name.rstrip("/") for name in names}
+
+    def has(self, path: str) -> bool:
+        """Whether ``path`` (a name in one of the listed directories) was there."""
+        return os.path.basename(path) in self._names.get(_directory(path), ())
+
+    def remove(self, path: str) -> None:
+        """Removes ``path`` (a file or a directory's tree) if it was there."""
+        if self.has(path):
+            if tf.io.gfile.isdir(path):
+                tf.io.gfile.rmtree(path)
+            elif tf.io.gfile.exists(path):
+                tf.io.gfile.remove(path)
+            self._names[_directory(path)].discard(os.path.basename(path))
+
+    def remove_stale_temporaries(self, outputs: Iterable[str]) -> None:
+        """Removes what a killed run left under a temporary name of one of ``outputs``
+        (only theirs: another run may be writing other outputs into the directory)."""
+        wanted: dict[str, set[str]] = {}
+        for output in outputs:
+            wanted.setdefault(_directory(output), set()).add(os.path.basename(output))
+        for directory, outputs_there in wanted.items():
+            for name in sorted(self._names.get(directory, ())):
+                stale = self._STALE.fullmatch(name)
+                if stale and stale.group(1) in outputs_there:
+                    tf.io.gfile.remove(f"{directory}/{name}")
+                    self._names[directory].discard(name)
+
+
+def _directory(path: str) -> str:
+    return os.path.dirname(path) or "."
 
 
 def reason(error: BaseException) -> str:
