@@ -18,6 +18,7 @@ from typing import Any
 from apache_beam.ml.inference import base as inference_base
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
+from pipeline import tensorflow_start
 from pipeline.export_contract import INPUT_KEY
 
 try:
@@ -58,6 +59,7 @@ class SavedModelHandler(ModelHandler[str, PredictionResult, Any]):
         self._output_key = output_key
 
     def load_model(self) -> Any:
+        tensorflow_start.start()
         import tensorflow as tf
         import tensorflow_text  # noqa: F401  (registers the SentencePiece and normalize ops)
 

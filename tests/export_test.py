@@ -1,4 +1,5 @@
-"""Tests for trainer/export.py and trainer/checkpoint_average.py, on tiny trained models.
+"""trainer/exporting.py, its command (trainer/export.py) and trainer/checkpoint_average.py,
+on tiny trained models.
 
 The SavedModel is loaded in a fresh interpreter that imports only TensorFlow and
 tensorflow_text, its translations equal the project's own beam search and greedy
@@ -23,7 +24,7 @@ from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from pipeline import export_contract, features, text, tokenizer
 from tests import tiny_models
-from trainer import checkpoint_average, decode, export
+from trainer import checkpoint_average, decode, exporting
 from trainer.config import TrainConfig
 from trainer.model import build_model
 
@@ -77,7 +78,7 @@ def _metadata(export_dir: str) -> dict:
 
 @pytest.mark.parametrize("lowercase", [False, True])
 def test_tf_normalize_agrees_with_python(lowercase):
-    got = export.tf_normalize(tf.constant(TRICKY), lowercase=lowercase).numpy()
+    got = exporting.tf_normalize(tf.constant(TRICKY), lowercase=lowercase).numpy()
     expected = [text.normalize(t, lowercase=lowercase) for t in TRICKY]
     assert [g.decode("utf-8") for g in got] == expected
     assert expected[0].startswith("finally") and expected[3] == "one two three four<br/ >five"
@@ -232,7 +233,7 @@ def test_checkpoint_choices(models, tmp_path, capsys):
     model_dir = models["classification"]
 
     def chosen(name, **args):
-        export_dir = export.export_model(
+        export_dir = exporting.export_model(
             model_dir=model_dir, export_dir=str(tmp_path / name), **args
         )
         return _metadata(export_dir)["checkpoint"]
@@ -246,7 +247,7 @@ def test_checkpoint_choices(models, tmp_path, capsys):
     without_best = str(tmp_path / "no_best_model")
     shutil.copytree(model_dir, without_best, ignore=shutil.ignore_patterns("best"))
     capsys.readouterr()
-    used = export.export_model(model_dir=without_best, export_dir=str(tmp_path / "fallback"))
+    used = exporting.export_model(model_dir=without_best, export_dir=str(tmp_path / "fallback"))
     assert _metadata(used)["checkpoint"] == os.path.join(without_best, "ckpt-10")
     assert "has no best checkpoint; exporting the latest" in capsys.readouterr().out
 
@@ -254,18 +255,18 @@ def test_checkpoint_choices(models, tmp_path, capsys):
 def test_export_dir_is_replaced_atomically_and_only_when_asked(models, tmp_path):
     model_dir = models["classification"]
     export_dir = str(tmp_path / "export")
-    export.export_model(model_dir=model_dir, export_dir=export_dir, checkpoint="latest")
-    with pytest.raises(export.ExportError, match="is not empty; pass --overwrite"):
-        export.export_model(model_dir=model_dir, export_dir=export_dir)
-    export.export_model(model_dir=model_dir, export_dir=export_dir, overwrite=True)
+    exporting.export_model(model_dir=model_dir, export_dir=export_dir, checkpoint="latest")
+    with pytest.raises(exporting.ExportError, match="is not empty; pass --overwrite"):
+        exporting.export_model(model_dir=model_dir, export_dir=export_dir)
+    exporting.export_model(model_dir=model_dir, export_dir=export_dir, overwrite=True)
     assert _metadata(export_dir)["checkpoint"] == checkpoint_average.best_checkpoint(model_dir)
     assert sorted(os.listdir(tmp_path)) == ["export"]  # no .tmp-* or .old-* left behind
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(export.ExportError, match="holds files that are not an export"):
-        export.export_model(model_dir=model_dir, export_dir=str(foreign), overwrite=True)
+    with pytest.raises(exporting.ExportError, match="holds files that are not an export"):
+        exporting.export_model(model_dir=model_dir, export_dir=str(foreign), overwrite=True)
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
@@ -281,8 +282,8 @@ def test_export_dir_is_replaced_atomically_and_only_when_asked(models, tmp_path)
     ],
 )
 def test_bad_arguments_are_refused(models, tmp_path, args, message):
-    with pytest.raises(export.ExportError) as error:
-        export.export_model(
+    with pytest.raises(exporting.ExportError) as error:
+        exporting.export_model(
             model_dir=models["classification"], export_dir=str(tmp_path / "e"), **args
         )
     assert message in str(error.value) and "\n" not in str(error.value)
@@ -294,8 +295,8 @@ def test_a_model_dir_without_checkpoints_is_refused(models, tmp_path):
     untrained.mkdir()
     for name in ("config.json", "spm.model", "tokenizer.json"):
         shutil.copy(os.path.join(models["classification"], name), untrained / name)
-    with pytest.raises(export.ExportError, match="holds no checkpoint \\(train first\\)"):
-        export.export_model(model_dir=str(untrained), export_dir=str(tmp_path / "e"))
+    with pytest.raises(exporting.ExportError, match="holds no checkpoint \\(train first\\)"):
+        exporting.export_model(model_dir=str(untrained), export_dir=str(tmp_path / "e"))
 
 
 def test_cli_exports_and_errors_are_one_line(models, tmp_path):

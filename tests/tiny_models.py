@@ -95,10 +95,10 @@ def train_models(base_dir, *, ende_data: str, imdb_data: str) -> dict[str, str]:
 
 
 def exported(base_dir, model_dir: str, name: str, **export_args) -> str:
-    """``trainer.export.export_model(model_dir, **export_args)`` into a cached dir ``name``."""
-    from trainer import export
+    """``trainer.exporting.export_model(model_dir, **export_args)`` into a cached dir ``name``."""
+    from trainer import exporting
 
     export_dir = str(base_dir / "tiny_exports" / name)
     if not os.path.exists(export_dir):
-        export.export_model(model_dir=model_dir, export_dir=export_dir, **export_args)
+        exporting.export_model(model_dir=model_dir, export_dir=export_dir, **export_args)
     return export_dir

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline import features
 from tests import tiny_models
-from trainer import checkpoint_average, model_dir, tune
+from trainer import checkpoint_average, model_dir, tuning
 from trainer.model import build_model
 
 
@@ -53,7 +53,7 @@ def averaged_weights(config, paths: list[str]) -> list[np.ndarray]:
 def test_translation_picks_the_best_scored_weights_and_decoding(models, tmp_path):
     directory = copy_of(models["translation"], tmp_path)
     lines = []
-    report = tune.tune(
+    report = tuning.tune(
         directory,
         averages=[0, 1, 2],
         beam_sizes=[1, 2],
@@ -77,8 +77,8 @@ def test_translation_picks_the_best_scored_weights_and_decoding(models, tmp_path
     assert report["bleu_signature"].startswith("nrefs:1|")
     assert len(lines) == 6
 
-    tuned_dir = os.path.join(directory, tune.TUNED_DIR)
-    with open(os.path.join(tuned_dir, tune.TUNED_FILE)) as f:
+    tuned_dir = os.path.join(directory, tuning.TUNED_DIR)
+    with open(os.path.join(tuned_dir, tuning.TUNED_FILE)) as f:
         assert json.load(f) == json.loads(json.dumps(report))
     # The written checkpoint holds exactly the chosen weights, and translate's loader reads it.
     loaded = model_dir.load_model_dir(
@@ -102,7 +102,7 @@ def test_translation_picks_the_best_scored_weights_and_decoding(models, tmp_path
 
 def test_classification_scores_accuracy_on_the_whole_validation_split(models, imdb_data, tmp_path):
     directory = copy_of(models["classification"], tmp_path)
-    report = tune.tune(directory, averages=[0, 2], beam_sizes=[1], alphas=[0.6], log=lambda _: 0)
+    report = tuning.tune(directory, averages=[0, 2], beam_sizes=[1], alphas=[0.6], log=lambda _: 0)
     meta = features.load_metadata(imdb_data)
     assert report["metric"] == "accuracy"
     assert report["validation"]["examples"] == meta.splits[features.VALIDATION].examples
@@ -136,7 +136,7 @@ def test_refuses_validation_data_of_another_tokenizer(models, ende_data_other_to
     lines = tiny_models.own_stderr_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("tune: error: --data_dir: "), result.stderr
     assert "validate on the data the model was trained on" in lines[0]
-    assert not os.path.exists(os.path.join(directory, tune.TUNED_DIR))
+    assert not os.path.exists(os.path.join(directory, tuning.TUNED_DIR))
 
 
 def test_results_tables_compares_runs_that_differ_in_a_flag(models, tmp_path):

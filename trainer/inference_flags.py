@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from absl import flags, logging
 
-from pipeline import cli
+from pipeline import cli, tensorflow_start
 
 FLAGS = flags.FLAGS
 
@@ -64,7 +64,8 @@ def run_files(argv: list[str], *, task: str, verb: str, make_task: Callable) -> 
     cli.check_command_line(argv, "model_dir", "input", "output")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.ERROR)
-    from trainer import distribution, infer, infer_files, preemption  # TensorFlow starts here
+    tensorflow_start.start()
+    from trainer import distribution, infer, infer_files, preemption
 
     distribution.configure_devices(virtual_devices=FLAGS.virtual_devices)
     stream = FLAGS.output == infer_files.STANDARD_STREAM

@@ -499,14 +499,14 @@ def train_and_evaluate(config: TrainConfig, metadata: features.Metadata | None =
         set_precision("float32")
     result["export_dir"] = None
     if config.export and trainer.chief:
-        from trainer import checkpoint_average, export
+        from trainer import checkpoint_average, exporting
 
         average = config.average_checkpoints
         kept = len(checkpoint_average.model_checkpoints(config.model_dir))
         if 0 < kept < average:  # early stopping ended the run before K were written
             print(f"note: averaging the {kept} checkpoints kept, not {average}", flush=True)
             average = kept
-        result["export_dir"] = export.export_model(
+        result["export_dir"] = exporting.export_model(
             model_dir=config.model_dir,
             export_dir=f"{config.model_dir}/{EXPORT_SUBDIR}",
             checkpoint="best",

@@ -167,7 +167,7 @@ def load_model_dir(
     the CPU. The model computes in float32 whatever precision trained it (its weights
     are float32).
     """
-    model_dir = model_dir.rstrip("/")
+    model_dir = model_dir.rstrip("/") or "/"
     config = read_config(model_dir)
     if config.task != task:
         tool = "trainer.translate" if config.task == features.TRANSLATION else "trainer.classify"

@@ -14,7 +14,7 @@ import sys
 
 from absl import flags, logging
 
-from pipeline import cli, features
+from pipeline import cli, features, tensorflow_start
 from trainer import preemption
 from trainer.config import (
     NON_NEGATIVE_FIELDS,
@@ -224,7 +224,8 @@ def main(argv: list[str]) -> None:
     cli.check_command_line(argv, "data_dir", "model_dir")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.WARNING)
-    from trainer import distribution, loop, model_dir_setup, reporting  # TensorFlow starts here
+    tensorflow_start.start()
+    from trainer import distribution, loop, model_dir_setup, reporting
 
     distribution.configure_devices(virtual_devices=FLAGS.virtual_devices)
     try:
