@@ -197,6 +197,13 @@ def test_mixed_bfloat16_keeps_logits_float32(mixed_bfloat16):
     assert classifier(SOURCE).dtype == tf.float32
 
 
+def test_an_inference_model_computes_in_float32_under_a_mixed_policy(mixed_bfloat16):
+    model = model_lib.build_inference_model(_tiny_config())
+    memory, _ = model.encode(SOURCE)
+    assert memory.dtype == tf.float32
+    assert keras.mixed_precision.dtype_policy().name == "mixed_bfloat16"  # left as it was
+
+
 def _expected_params(config: ModelConfig) -> int:
     """Parameter count from the paper's architecture, independent of the code."""
     d, f, vocab = config.d_model, config.d_ff, config.vocab_size

@@ -52,7 +52,7 @@ from pipeline.export_contract import (
 )
 from trainer import atomic_dirs, checkpoint_average, decode
 from trainer.config import CONFIG_FILE, TrainConfig
-from trainer.model import build_model
+from trainer.model import build_inference_model
 
 
 @functools.cache
@@ -256,13 +256,7 @@ def export_model(
     export_dir = export_dir.rstrip("/")
     _check_export_dir(export_dir, overwrite=overwrite)
     config, spm_model, tokenizer_info = read_model_dir(model_dir)
-    # Inference runs in float32 whatever precision trained the weights (they are float32).
-    saved_policy = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy("float32")
-    try:
-        model = build_model(config.model)
-    finally:
-        keras.mixed_precision.set_dtype_policy(saved_policy)
+    model = build_inference_model(config.model)
     try:
         used = load_weights(model, model_dir, checkpoint=checkpoint, average_last=average_last)
     except checkpoint_average.CheckpointError as e:

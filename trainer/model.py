@@ -343,3 +343,14 @@ def build_model(config: ModelConfig) -> Transformer | Classifier:
     model = model_class(config)
     model.build()
     return model
+
+
+def build_inference_model(config: ModelConfig) -> Transformer | Classifier:
+    """``build_model`` in float32, whatever precision trained the weights (they are float32
+    either way); the global dtype policy is left as it was."""
+    saved_policy = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("float32")
+    try:
+        return build_model(config)
+    finally:
+        keras.mixed_precision.set_dtype_policy(saved_policy)

@@ -18,7 +18,6 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from pipeline import features, tokenizer
@@ -26,7 +25,7 @@ from pipeline.export_contract import TOKENIZER_INFO_FILE
 from trainer import checkpoint_average, distribution
 from trainer.config import CONFIG_FILE, TrainConfig
 from trainer.infer_files import InferenceError
-from trainer.model import build_model
+from trainer.model import build_inference_model
 
 CHECKPOINT_CHOICES = ("best", "latest")
 
@@ -179,20 +178,15 @@ def load_model_dir(
     choice = _checked_origin(model_dir, path, choice, tok.sha256)
     if devices is None:
         devices = distribution.local_devices(num_gpus=-1, virtual_devices=0)
-    saved_policy = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy("float32")
     replicas = []
-    try:
-        for device in devices:
-            with tf.device(device):
-                model = build_model(config.model)
-                try:
-                    checkpoint_average.restore_model(model, path)
-                except checkpoint_average.CheckpointError as e:
-                    raise InferenceError(f"--checkpoint: {e}") from None
-            replicas.append(Replica(device=device, model=model))
-    finally:
-        keras.mixed_precision.set_dtype_policy(saved_policy)
+    for device in devices:
+        with tf.device(device):
+            model = build_inference_model(config.model)
+            try:
+                checkpoint_average.restore_model(model, path)
+            except checkpoint_average.CheckpointError as e:
+                raise InferenceError(f"--checkpoint: {e}") from None
+        replicas.append(Replica(device=device, model=model))
     return LoadedModel(
         config=config,
         tokenizer=tok,

@@ -19,7 +19,6 @@ import dataclasses
 import json
 import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -27,7 +26,7 @@ from pipeline import features
 from pipeline.export_contract import TOKENIZER_INFO_FILE
 from trainer import atomic_dirs, bleu_eval, checkpoint_average, input_pipeline, model_dir
 from trainer.infer_files import InferenceError
-from trainer.model import build_model
+from trainer.model import build_inference_model
 
 TUNED_DIR = "tuned"
 TUNED_FILE = "tuned.json"
@@ -126,12 +125,7 @@ def tune(
         )
         metric = "accuracy"
 
-    saved_policy = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy("float32")
-    try:
-        model = build_model(config.model)
-    finally:
-        keras.mixed_precision.set_dtype_policy(saved_policy)
+    model = build_inference_model(config.model)
 
     def timed(**decoding) -> dict:
         start = time.time()
