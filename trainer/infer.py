@@ -333,9 +333,12 @@ def _output_complete(job: FileJob, input_lines: int, listing: OutputListing, log
         log(f"redoing {job.input}: cannot read {job.output} ({reason(e)})")
         return False
     if output_lines == input_lines:
-        log(f"skipping {job.input}: output complete ({job.output}, {input_lines} lines)")
+        log(
+            f"skipping {job.input}: output complete ({job.output}, {cli.plural(input_lines, 'line')})"
+        )
         return True
-    log(f"redoing {job.input}: {job.output} has {output_lines} lines, the input {input_lines}")
+    has = cli.plural(output_lines, "line")
+    log(f"redoing {job.input}: {job.output} has {has}, the input {input_lines}")
     return False
 
 
@@ -436,7 +439,7 @@ def _process_group(run: _Run, group: list[tuple[FileJob, int]]) -> None:
                 job.output, outputs[start : start + count], before_rename=run.before_rename
             )
         run.summary.written += 1
-        run.log(f"wrote {job.output} ({count} lines)")
+        run.log(f"wrote {job.output} ({cli.plural(count, 'line')})")
     for job, _ in group:  # the first's, and any a run that grouped the files otherwise saved
         run.listing.remove(SavedChunks(job.output).dir)
 
@@ -480,7 +483,7 @@ def _process_in_chunks(run: _Run, job: FileJob, lines: int) -> None:
         write_atomically(job.output, saved.joined(chunks), before_rename=run.before_rename)
     saved.remove()
     run.summary.written += 1
-    run.log(f"wrote {job.output} ({lines} lines, {chunks} chunks)")
+    run.log(f"wrote {job.output} ({cli.plural(lines, 'line')}, {chunks} chunks)")
 
 
 @contextlib.contextmanager
