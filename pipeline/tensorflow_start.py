@@ -84,7 +84,11 @@ def _min_log_level() -> int:
 @contextlib.contextmanager
 def _stderr_filtered() -> Iterator[None]:
     sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 (`2>&-`): nothing to keep the lines off
+        yield
+        return
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:

@@ -92,3 +92,21 @@ def test_a_user_error_after_tensorflow_started_is_the_only_line_on_stderr(
     assert done.stderr.startswith(f"{program}: error: ") and message in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_without_a_descriptor_2_tensorflow_still_starts():
+    script = (
+        "import os, sys\n"
+        "os.close(2)\n"
+        "from pipeline import tensorflow_start\n"
+        "tensorflow_start.start()\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=ROOT,
+    )
+    assert (done.returncode, done.stdout) == (0, "True\n")
