@@ -294,7 +294,6 @@ def run_from_args(
         )
     program = "batch_translate" if task == "translation" else "batch_classify"
     options = pipeline_options(beam_args, program=program)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # where the model runs in this process
     try:
         metadata = export_contract.read_export_metadata(export_dir)
     except export_contract.ExportMetadataError as e:

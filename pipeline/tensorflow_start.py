@@ -12,8 +12,8 @@ So the commands start TensorFlow through `start()`. It imports TensorFlow and li
 devices while stderr (descriptor 2) goes to a temporary file, then passes on every line
 captured except these:
 - the banner;
-- the native lines below TF_CPP_MIN_LOG_LEVEL (the commands default it to 2: errors only),
-  with the CPU-feature line's continuation;
+- the native lines below TF_CPP_MIN_LOG_LEVEL (which `start()` defaults to 2, errors
+  only, for the whole run), with the CPU-feature line's continuation;
 - the cuInit error, when "Could not find cuda drivers" came first. A GPU machine whose
   driver fails still shows it.
 With TF_CPP_MIN_LOG_LEVEL=0 every line is passed on. This module imports nothing heavy,
@@ -40,8 +40,10 @@ _CUINIT_FAILED = "failed call to cuInit"
 
 def start() -> None:
     """Imports TensorFlow and lists its physical devices, keeping the start-up lines above
-    off stderr; does nothing once TensorFlow is imported. Listing the physical devices
-    initializes no device, so logical devices can still be configured after it."""
+    off stderr; does nothing once TensorFlow is imported. TF_CPP_MIN_LOG_LEVEL defaults to
+    2 (errors only). Listing the physical devices initializes no device, so logical
+    devices can still be configured after it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "tensorflow" in sys.modules:
         return
     with _stderr_filtered():

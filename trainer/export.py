@@ -11,7 +11,6 @@ stderr).
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from absl import flags, logging
@@ -61,7 +60,6 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
     cli.check_command_line(argv, "model_dir", "export_dir")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.WARNING)  # TF's saver logs every step at INFO
     tensorflow_start.start()
     import tensorflow as tf

@@ -10,7 +10,6 @@ Only those two entry points import this module.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -62,7 +61,6 @@ def run_files(argv: list[str], *, task: str, verb: str, make_task: Callable) -> 
     """One command's main: ``make_task(loaded)`` is the command's task, run over the planned
     files or the stream; the summary is printed as `<verb> <summary>`."""
     cli.check_command_line(argv, "model_dir", "input", "output")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.ERROR)
     tensorflow_start.start()
     from trainer import distribution, infer, infer_files, preemption

@@ -9,7 +9,6 @@ status 42 means "preempted after a checkpoint: relaunch to resume"; 2 a usage er
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 
 from absl import flags, logging
@@ -222,7 +221,6 @@ def config_from_flags(metadata: features.Metadata) -> TrainConfig:
 
 def main(argv: list[str]) -> None:
     cli.check_command_line(argv, "data_dir", "model_dir")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.WARNING)
     tensorflow_start.start()
     from trainer import distribution, loop, model_dir_setup, reporting

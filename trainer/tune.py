@@ -9,7 +9,6 @@ parsed before TensorFlow starts. Exit status 2 means a usage error (one line on 
 from __future__ import annotations
 
 import json
-import os
 
 from absl import flags, logging
 
@@ -54,7 +53,6 @@ def main(argv: list[str]) -> None:
         raise cli.UsageError(f"--alphas: {FLAGS.alphas} are not all numbers") from None
     if not alphas or min(alphas) < 0:
         raise cli.UsageError("--alphas: give numbers >= 0")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.WARNING)
     tensorflow_start.start()
     from trainer import checkpoint_average, tuning
