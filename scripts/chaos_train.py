@@ -17,9 +17,10 @@ At the end of each: the run has exactly --train_steps steps, every checkpoint le
 loads and holds the step its name says, every logged learning rate is the schedule's
 value at its step, each relaunch resumed at the newest complete checkpoint, the
 steps a relaunch repeats have the same loss as before the kill (to the printed digit),
-and metrics.jsonl and TensorBoard hold each evaluation and logged step once, in order. --reference also trains an
-uninterrupted single-process run and compares every step's loss of the sigkill and
-sigterm suites with it (not the cluster's: two workers see other batches).
+and metrics.jsonl and TensorBoard hold each evaluation and logged step once, in order.
+--reference also trains an uninterrupted single-process run and compares every step's
+loss of the sigkill and sigterm suites with it (not the cluster's: two workers see
+other batches).
 
 --small is the CI form (a smaller model; tests/chaos_train_test.py). Without
 --data_dir a small en-de dataset is made from the embedded corpus first.

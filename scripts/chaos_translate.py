@@ -10,8 +10,8 @@ output's first file appears, and at a random time within the reference run's
 duration, narrowed to the last pause whenever a relaunch finished before its kill)
 and rerun each time without --overwrite, so it resumes, reusing the saved chunks.
 After every kill, each file under its final output name has exactly its input's line
-count and the reference's bytes; the last rerun completes every output, byte-identical to the
-reference, and leaves no temporary file. Then it writes into a full file system
+count and the reference's bytes; the last rerun completes every output, byte-identical
+to the reference, and leaves no temporary file. Then it writes into a full file system
 and into a read-only directory: a one-line error, and no output under its final
 name that is not complete. Greedy decoding (--beam_size=1) makes the outputs
 independent of how lines were batched. Without --model_dir a tiny model is trained

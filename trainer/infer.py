@@ -257,10 +257,9 @@ def process_files(
         except READ_ERRORS as e:
             raise InferenceError(f"--input: cannot read {job.input} ({reason(e)})") from None
         if overwrite:
-            listing.remove(SavedChunks(job.output).dir)
+            listing.remove_saved(job.output)
         elif _output_complete(job, lines, listing, log):
-            # left behind if a run stopped right after writing the output
-            listing.remove(SavedChunks(job.output).dir)
+            listing.remove_saved(job.output)  # left if a run stopped right after writing it
             summary.skipped += 1
             continue
         pending.append((job, lines))
@@ -441,7 +440,7 @@ def _process_group(run: _Run, group: list[tuple[FileJob, int]]) -> None:
         run.summary.written += 1
         run.log(f"wrote {job.output} ({cli.plural(count, 'line')})")
     for job, _ in group:  # the first's, and any a run that grouped the files otherwise saved
-        run.listing.remove(SavedChunks(job.output).dir)
+        run.listing.remove_saved(job.output)
 
 
 def _process_in_chunks(run: _Run, job: FileJob, lines: int) -> None:

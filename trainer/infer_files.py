@@ -405,14 +405,12 @@ class OutputListing:
         """Whether ``path`` (a name in one of the listed directories) was there."""
         return os.path.basename(path) in self._names.get(_directory(path), ())
 
-    def remove(self, path: str) -> None:
-        """Removes ``path`` (a file or a directory's tree) if it was there."""
-        if self.has(path):
-            if tf.io.gfile.isdir(path):
-                tf.io.gfile.rmtree(path)
-            elif tf.io.gfile.exists(path):
-                tf.io.gfile.remove(path)
-            self._names[_directory(path)].discard(os.path.basename(path))
+    def remove_saved(self, output: str) -> None:
+        """Removes the saved chunks of ``output`` (``SavedChunks``) if they were there."""
+        saved = SavedChunks(output)
+        if self.has(saved.dir):
+            tf.io.gfile.rmtree(saved.dir)
+            self._names[_directory(saved.dir)].discard(os.path.basename(saved.dir))
 
     def remove_stale_temporaries(self, outputs: Iterable[str]) -> None:
         """Removes what a killed run left under a temporary name of one of ``outputs``
