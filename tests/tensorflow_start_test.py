@@ -56,10 +56,7 @@ def test_what_others_write_to_descriptor_2_meanwhile_is_passed_on_in_order():
         "    print('a Python line', file=sys.stderr)\n"
         "print('after', file=sys.stderr)\n"
     )
-    env = subprocess_env()
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT
-    )
+    done = _python("-c", script)
     assert done.returncode == 0, done.stderr
     assert done.stderr == "before\na C library line\na Python line\nafter\n"
 
@@ -80,14 +77,7 @@ def test_a_user_error_after_tensorflow_started_is_the_only_line_on_stderr(
     args = [arg.replace("OUT", str(tmp_path / "out")) for arg in args]
     env = subprocess_env()
     env.pop("TF_CPP_MIN_LOG_LEVEL")  # the commands' own default
-    done = subprocess.run(
-        [sys.executable, "-m", f"trainer.{program}", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=300,
-    )
+    done = _python("-m", f"trainer.{program}", *args, env=env)
     assert done.returncode == 2
     assert done.stderr.startswith(f"{program}: error: ") and message in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
@@ -102,11 +92,16 @@ def test_without_a_descriptor_2_tensorflow_still_starts():
         "tensorflow_start.start()\n"
         "print('tensorflow' in sys.modules)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
+    done = _python("-c", script)
+    assert (done.returncode, done.stdout) == (0, "True\n")
+
+
+def _python(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args],
         capture_output=True,
         text=True,
-        env=subprocess_env(),
+        env=env or subprocess_env(),
         cwd=ROOT,
+        timeout=300,
     )
-    assert (done.returncode, done.stdout) == (0, "True\n")
