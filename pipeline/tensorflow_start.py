@@ -1,4 +1,5 @@
-"""Starting TensorFlow without its native start-up lines on stderr.
+"""Starting TensorFlow for the commands: its native start-up lines kept off stderr, and
+its CPU memory pooled.
 
 TensorFlow 2.21 writes some lines to stderr before its C++ logging is set up, so
 TF_CPP_MIN_LOG_LEVEL does not hide them. Each of its two native libraries writes
@@ -16,8 +17,20 @@ captured except these:
   only, for the whole run), with the CPU-feature line's continuation;
 - the cuInit error, when "Could not find cuda drivers" came first. A GPU machine whose
   driver fails still shows it.
-With TF_CPP_MIN_LOG_LEVEL=0 every line is passed on. This module imports nothing heavy,
-so the commands can parse their flags before TensorFlow starts.
+With TF_CPP_MIN_LOG_LEVEL=0 every line is passed on.
+
+`start()` also defaults TF_CPU_ALLOCATOR_USE_BFC to true. Without a GPU, TensorFlow's CPU
+allocator is the C library's malloc, which gives large freed blocks back to the kernel
+(those over its mmap threshold, and the free top of its heaps). A training step frees and
+allocates tensors of megabytes (a batch's logits: tokens x vocabulary x 4 bytes) every
+step, so each step faulted in and zeroed fresh pages again: training processes spent half
+as much time in the kernel as in user space, or more. TensorFlow's BFC allocator keeps what it took
+and reuses it: faster on such a CPU for a higher peak memory (docs/BENCHMARKS.md, "The
+CPU allocator"). With a GPU, TensorFlow uses it for host memory already.
+TF_CPU_ALLOCATOR_USE_BFC=false in the environment keeps malloc.
+
+This module imports nothing heavy, so the commands can parse their flags before
+TensorFlow starts.
 """
 
 from __future__ import annotations
@@ -41,9 +54,10 @@ _CUINIT_FAILED = "failed call to cuInit"
 def start() -> None:
     """Imports TensorFlow and lists its physical devices, keeping the start-up lines above
     off stderr; does nothing once TensorFlow is imported. TF_CPP_MIN_LOG_LEVEL defaults to
-    2 (errors only). Listing the physical devices initializes no device, so logical
-    devices can still be configured after it."""
+    2 (errors only) and TF_CPU_ALLOCATOR_USE_BFC to true. Listing the physical devices
+    initializes no device, so logical devices can still be configured after it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
     if "tensorflow" in sys.modules:
         return
     with _stderr_filtered():

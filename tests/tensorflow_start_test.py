@@ -96,6 +96,26 @@ def test_without_a_descriptor_2_tensorflow_still_starts():
     assert (done.returncode, done.stdout) == (0, "True\n")
 
 
+@pytest.mark.parametrize("setting, expected", [(None, "pooled"), ("false", "malloc")])
+def test_the_cpu_allocator_pools_memory_unless_the_environment_says_otherwise(setting, expected):
+    script = (
+        "from pipeline import tensorflow_start\n"
+        "tensorflow_start.start()\n"
+        "import tensorflow as tf\n"
+        "tf.ones([512, 512])\n"
+        "try:\n"  # only TensorFlow's own (BFC) allocator keeps these figures
+        "    print('pooled' if tf.config.experimental.get_memory_info('CPU:0')['peak'] else 0)\n"
+        "except ValueError:\n"
+        "    print('malloc')\n"
+    )
+    env = subprocess_env()
+    env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
+    if setting is not None:
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = setting
+    done = _python("-c", script, env=env)
+    assert (done.returncode, done.stdout) == (0, f"{expected}\n"), done.stderr
+
+
 def _python(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *args],

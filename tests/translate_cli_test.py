@@ -344,6 +344,18 @@ def test_a_closed_standard_stream_is_one_line(closed, message, model_dirs):
             "--output=-: --input matches 2 files and standard output takes one; "
             "give --output a directory",
         ),
+        (
+            "translate",
+            ["--model_dir=MODEL_DIR", "--input=-", "--output=-", "--overwrite"],
+            "--overwrite: nothing to overwrite with --output=- (standard output is never "
+            "skipped as complete)",
+        ),
+        (
+            "classify",
+            ["--model_dir=MODEL_DIR", "--input=INPUT", "--output=-", "--progress"],
+            "--progress: the progress bar is for files (their lines are counted first); with "
+            "--output=- the summary at the end is on stderr",
+        ),
     ],
 )
 def test_usage_errors_are_one_line(program, flags, message, model_dirs, tmp_path):

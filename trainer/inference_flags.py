@@ -61,6 +61,7 @@ def run_files(argv: list[str], *, task: str, verb: str, make_task: Callable) -> 
     """One command's main: ``make_task(loaded)`` is the command's task, run over the planned
     files or the stream; the summary is printed as `<verb> <summary>`."""
     cli.check_command_line(argv, "model_dir", "input", "output")
+    _check_stream_flags()
     logging.set_verbosity(logging.ERROR)
     tensorflow_start.start()
     from trainer import distribution, infer, infer_files, preemption
@@ -130,6 +131,22 @@ def run_files(argv: list[str], *, task: str, verb: str, make_task: Callable) -> 
     print(f"{verb} {summary.describe()}", file=report, flush=True)
     if summary.stopped:
         _exit_stopped(watcher, summary)
+
+
+def _check_stream_flags() -> None:
+    """With ``--output=-`` the file-only flags would do nothing: named, they are an error."""
+    if FLAGS.output != "-":  # infer_files.STANDARD_STREAM, whose module imports TensorFlow
+        return
+    if FLAGS.overwrite:
+        raise cli.UsageError(
+            "--overwrite: nothing to overwrite with --output=- (standard output is never "
+            "skipped as complete)"
+        )
+    if FLAGS.progress:
+        raise cli.UsageError(
+            "--progress: the progress bar is for files (their lines are counted first); with "
+            "--output=- the summary at the end is on stderr"
+        )
 
 
 TERMINATED_STATUS = 128 + signal.SIGTERM
