@@ -9,23 +9,16 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "scripts", "bench_allocator.py")
-sys.path.insert(0, os.path.dirname(SCRIPT))
+from tests.tiny_models import ROOT, run_script
+
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import bench_allocator  # noqa: E402
 
 ROW = re.compile(r"^\| tiny \| float32 \| ([\d,]+) \| ([\d,]+) \| \*\*([\d.]+)x\*\* \|", re.M)
 
 
 def bench(*flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, SCRIPT, *flags],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
-    )
+    return run_script("bench_allocator.py", *flags)
 
 
 def test_the_status_lines_after_the_first_make_the_rate():

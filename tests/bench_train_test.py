@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "scripts", "bench_train.py")
-sys.path.insert(0, os.path.dirname(SCRIPT))
+from tests.tiny_models import ROOT, run_script
+
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import bench_report  # noqa: E402
 
 ROW = re.compile(
@@ -26,14 +26,7 @@ ROW = re.compile(
 
 
 def bench(*flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, SCRIPT, *flags],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
-    )
+    return run_script("bench_train.py", *flags)
 
 
 def require_keras_hub() -> None:

@@ -9,19 +9,11 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "scripts", "profile_train_step.py")
+from tests.tiny_models import ROOT, run_script, subprocess_env
 
 
 def profile(*flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, SCRIPT, *flags],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
-    )
+    return run_script("profile_train_step.py", *flags)
 
 
 @pytest.mark.slow
@@ -55,8 +47,8 @@ def test_onednn_kernels_count_as_the_op_they_implement():
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=os.path.dirname(SCRIPT),
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
+        cwd=os.path.join(ROOT, "scripts"),
+        env=subprocess_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == str(

@@ -59,6 +59,18 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+def run_script(name: str, *flags: str) -> subprocess.CompletedProcess:
+    """``python scripts/NAME FLAGS...`` from the project root, its output captured."""
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", name), *flags],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=subprocess_env(),
+    )
+
+
 def train_models(base_dir, *, ende_data: str, imdb_data: str) -> dict[str, str]:
     """{"translation": model dir, "classification": model dir}, trained unless already there."""
     dirs = {
