@@ -19,14 +19,14 @@ captured except these:
   driver fails still shows it.
 With TF_CPP_MIN_LOG_LEVEL=0 every line is passed on.
 
-`start()` also defaults TF_CPU_ALLOCATOR_USE_BFC to true. Without a GPU, TensorFlow's CPU
-allocator is the C library's malloc, which gives large freed blocks back to the kernel
-(those over its mmap threshold, and the free top of its heaps). A training step frees and
-allocates tensors of megabytes (a batch's logits: tokens x vocabulary x 4 bytes) every
-step, so each step faulted in and zeroed fresh pages again: training processes spent half
-as much time in the kernel as in user space, or more. TensorFlow's BFC allocator keeps what it took
-and reuses it: faster on such a CPU for a higher peak memory (docs/BENCHMARKS.md, "The
-CPU allocator"). With a GPU, TensorFlow uses it for host memory already.
+`start()` also defaults TF_CPU_ALLOCATOR_USE_BFC to true. Without it, TensorFlow's CPU
+allocator on a machine without a GPU is the C library's malloc, which gives large freed
+blocks back to the kernel (those over its mmap threshold, and the free top of its heaps).
+A training step frees and allocates tensors of megabytes (a batch's logits: tokens x
+vocabulary x 4 bytes) every step, so each step faulted in and zeroed fresh pages again:
+training processes spent half as much time in the kernel as in user space, or more.
+TensorFlow's BFC allocator keeps what it took and reuses it: faster on such a CPU, for a
+higher peak memory (docs/BENCHMARKS.md, "The CPU allocator").
 TF_CPU_ALLOCATOR_USE_BFC=false in the environment keeps malloc.
 
 This module imports nothing heavy, so the commands can parse their flags before
