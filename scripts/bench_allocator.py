@@ -27,15 +27,16 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_report  # noqa: E402
+import train_timing  # noqa: E402
 
-from pipeline import cli, features, tensorflow_start  # noqa: E402
+from pipeline import cli, tensorflow_start  # noqa: E402
 
 PROGRAM = "bench_allocator"
 SECTION_TITLE = "## The CPU allocator"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
 SIDES = ("bfc", "malloc")
-_STATUS = re.compile(r"step (\d+)/\d+\s+loss \S+\s+tokens/s ([\d,]+)")
+_STATUS = re.compile(r"step \d+/\d+\s+loss \S+\s+tokens/s ([\d,]+)")
 
 flags.DEFINE_string("data_dir", None, "A translation preprocessing output (with metadata.json).")
 flags.DEFINE_list("presets", ["tiny", "small"], "Presets (configs/NAME.cfg).")
@@ -52,7 +53,7 @@ flags.register_validator("repeats", lambda v: v >= 1, "--repeats must be positiv
 
 def status_tokens_per_second(output: str) -> float:
     """The mean tokens/s of a run's status lines after the first; ValueError without two."""
-    rates = [float(m.group(2).replace(",", "")) for m in _STATUS.finditer(output)]
+    rates = [float(m.group(1).replace(",", "")) for m in _STATUS.finditer(output)]
     if len(rates) < 2:
         raise ValueError(f"fewer than 2 status lines in the trainer's output:\n{output[-2000:]}")
     return statistics.mean(rates[1:])
@@ -82,24 +83,25 @@ def run_trainer(side: str, *, preset: str, precision: str, data_dir: str) -> dic
     ]
     try:
         with tempfile.TemporaryFile() as out:
-            start = time.perf_counter()
             child = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-            _, status, usage = os.wait4(child.pid, 0)
-            child.returncode = os.waitstatus_to_exitcode(status)
-            wall = time.perf_counter() - start
+            _, status, usage = os.wait4(child.pid, 0)  # the child's own CPU time and memory
             out.seek(0)
             output = out.read().decode("utf-8", "replace")
     finally:
         shutil.rmtree(model_dir, ignore_errors=True)
-    if child.returncode != 0:
-        raise RuntimeError(f"trainer.train exited with {child.returncode}:\n{output[-2000:]}")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"trainer.train exited with {code}:\n{output[-2000:]}")
     return {
         "tokens_per_second": status_tokens_per_second(output),
         "user_s": usage.ru_utime,
         "system_s": usage.ru_stime,
         "peak_rss_mb": usage.ru_maxrss / 1024,  # KiB on Linux
-        "wall_s": wall,
     }
+
+
+def _med(runs: list[dict], key: str) -> float:
+    return statistics.median(run[key] for run in runs)
 
 
 def format_report(rows: list[dict], *, machine: str, command: str) -> str:
@@ -117,17 +119,13 @@ def format_report(rows: list[dict], *, machine: str, command: str) -> str:
     ]
     for row in rows:
         m, b = row["malloc"], row["bfc"]
-
-        def med(runs, key):
-            return statistics.median(r[key] for r in runs)
-
-        ratio = med(b, "tokens_per_second") / med(m, "tokens_per_second")
+        ratio = _med(b, "tokens_per_second") / _med(m, "tokens_per_second")
         lines.append(
-            f"| {row['preset']} | {row['precision']} | {med(m, 'tokens_per_second'):,.0f} "
-            f"| {med(b, 'tokens_per_second'):,.0f} | **{ratio:.2f}x** "
-            f"| {med(m, 'user_s'):.0f} + {med(m, 'system_s'):.0f} "
-            f"| {med(b, 'user_s'):.0f} + {med(b, 'system_s'):.0f} "
-            f"| {med(m, 'peak_rss_mb'):,.0f} | {med(b, 'peak_rss_mb'):,.0f} |"
+            f"| {row['preset']} | {row['precision']} | {_med(m, 'tokens_per_second'):,.0f} "
+            f"| {_med(b, 'tokens_per_second'):,.0f} | **{ratio:.2f}x** "
+            f"| {_med(m, 'user_s'):.0f} + {_med(m, 'system_s'):.0f} "
+            f"| {_med(b, 'user_s'):.0f} + {_med(b, 'system_s'):.0f} "
+            f"| {_med(m, 'peak_rss_mb'):,.0f} | {_med(b, 'peak_rss_mb'):,.0f} |"
         )
     lines += ["", "Runs (tokens/s):", ""]
     for row in rows:
@@ -143,12 +141,7 @@ def format_report(rows: list[dict], *, machine: str, command: str) -> str:
 def main(argv: list[str]) -> None:
     cli.check_command_line(argv, "data_dir")
     tensorflow_start.start()  # reading metadata.json imports TensorFlow; its lines off stderr
-    try:
-        metadata = features.load_metadata(FLAGS.data_dir)
-    except features.MetadataError as e:
-        raise cli.UsageError(f"--data_dir: {str(e).splitlines()[0]}") from None
-    if metadata.task != features.TRANSLATION:
-        raise cli.UsageError(f"--data_dir: {FLAGS.data_dir} holds {metadata.task} data")
+    train_timing.start(FLAGS.data_dir)
     for preset in FLAGS.presets:
         if not os.path.exists(f"{ROOT}/configs/{preset}.cfg"):
             raise cli.UsageError(f"--presets: no configs/{preset}.cfg")
